@@ -1,0 +1,162 @@
+"""The LightningModule that trains a :class:`~asr.model.RecurrentCTC` with CTC loss.
+
+The network, optimizer and LR schedule are injected (LightningCLI fills them from YAML);
+this file only says how one step is computed and measured.
+"""
+
+import math
+from itertools import islice
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from asr.audio import SAMPLE_RATE
+from asr.decoding import greedy_decode
+from asr.model import ModelConfig, RecurrentCTC, save_model
+from asr.text import normalize_text
+
+
+class WarmupLR(torch.optim.lr_scheduler.LambdaLR):
+    """Linear warm-up to the optimizer's LR, then inverse-square-root decay.
+
+    Needs no total step count, which a duration-bucketed sampler cannot know in advance.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 500):
+        self.warmup_steps = max(1, warmup_steps)
+        super().__init__(optimizer, self._factor)
+
+    def _factor(self, step: int) -> float:
+        step = max(step, 1)
+        return min(step / self.warmup_steps, math.sqrt(self.warmup_steps / step))
+
+
+class CTCTraining(L.LightningModule):
+    """Trains the network on batches from :class:`~asr.data.SpeechDataModule`.
+
+    Args:
+        net: the network's configuration (``model.net.*`` in YAML).
+        optimizer: builds the optimizer from the parameters (AdamW: lr 1e-3, weight decay 1e-2).
+        lr_scheduler: builds the per-step schedule (500 warm-up steps by default).
+        spec_augment: apply frequency/time masking to training features.
+        stats_batches: training batches used to compute feature normalisation statistics.
+    """
+
+    def __init__(
+        self,
+        net: ModelConfig | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable = WarmupLR,
+        spec_augment: bool = True,
+        stats_batches: int = 50,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.net = RecurrentCTC(net or ModelConfig())
+        if not spec_augment:
+            self.net.frontend.spec_augment = nn.Sequential()
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.ctc = nn.CTCLoss(blank=self.net.tokenizer.blank_id, zero_infinity=True)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{split}_{name}": metric()
+                for split in ("val", "test")
+                for name, metric in (("wer", WordErrorRate), ("cer", CharErrorRate))
+            }
+        )
+
+    def on_fit_start(self) -> None:
+        # Normalisation statistics come from the training data, once; a resumed run has them.
+        if self.net.frontend.has_stats:
+            return
+        loader = self.trainer.datamodule.train_dataloader()
+        batches = islice(loader, self.hparams.stats_batches)
+        self.net.frontend.fit_stats((b["audio"], b["audio_lens"]) for b in batches)
+        mean, std = self.net.frontend.mean, self.net.frontend.std
+        self.print(
+            f"feature statistics: mean {mean.mean():.2f}, std {std.mean():.2f}, "
+            f"from {int(self.net.frontend.frames_seen)} frames"
+        )
+
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, lens = self.net(batch["audio"], batch["audio_lens"])  # (B, T, V), (B,)
+        targets = [torch.tensor(self.net.tokenizer.encode(t), dtype=torch.long) for t in batch["texts"]]
+        target_lens = torch.tensor([len(t) for t in targets])
+        # CTC in fp32 even under bf16 autocast: its sums of log-probabilities lose too much in bf16.
+        with torch.autocast(self.device.type, enabled=False):
+            log_probs = logits.float().log_softmax(-1)
+            loss = self.ctc(log_probs.transpose(0, 1), torch.cat(targets), lens, target_lens)
+        return loss, log_probs, lens
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._loss(batch)
+        batch_size = len(batch["texts"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log(
+            "train_audio_seconds",
+            batch["audio_lens"].sum() / SAMPLE_RATE,
+            reduce_fx="sum",
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch_size,
+        )
+        return loss
+
+    def _evaluate(self, batch: dict, split: str) -> None:
+        loss, log_probs, lens = self._loss(batch)
+        hyps = self.decode(log_probs, lens)
+        refs = [normalize_text(t, self.net.config.alphabet) for t in batch["texts"]]
+        batch_size = len(refs)
+        self.log(f"{split}_loss", loss, prog_bar=True, batch_size=batch_size)
+        for name in ("wer", "cer"):
+            metric = self.metrics[f"{split}_{name}"]
+            metric(hyps, refs)
+            self.log(f"{split}_{name}", metric, prog_bar=True, batch_size=batch_size)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        logits, lens = self.net(batch["audio"], batch["audio_lens"])
+        hyps = self.decode(logits.float().log_softmax(-1), lens)
+        return [
+            {"id": i, "text": h, "reference": r}
+            for i, h, r in zip(batch["ids"], hyps, batch["texts"], strict=True)
+        ]
+
+    def decode(self, log_probs: torch.Tensor, lens: torch.Tensor) -> list[str]:
+        """(B, T, V) log-probabilities, (B,) lengths -> greedy transcripts."""
+        frame_shift = self.net.config.frame_shift
+        return [
+            " ".join(w.text for w in greedy_decode(lp[:n], self.net.tokenizer, frame_shift))
+            for lp, n in zip(log_probs.detach().cpu(), lens.tolist(), strict=True)
+        ]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        scheduler = self.lr_scheduler(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def export_checkpoint(checkpoint, output) -> RecurrentCTC:
+    """Write the network of a training checkpoint to a self-contained model file."""
+    # weights_only=False: a checkpoint of one's own training run holds pickled hyperparameters.
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{checkpoint}: not a training checkpoint (no state_dict)")
+    config = ckpt.get("hyper_parameters", {}).get("net") or ModelConfig()
+    net = RecurrentCTC(config)
+    net.load_state_dict(
+        {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    )
+    if not net.frontend.has_stats:
+        raise ValueError(f"{checkpoint}: the feature statistics were never computed (was it trained?)")
+    save_model(net, output)
+    return net
