@@ -12,6 +12,7 @@ import soundfile as sf
 import soxr
 
 SAMPLE_RATE = 16000  # Hz: every model works at this rate; inputs are resampled to it
+MAX_CHANNELS = 8  # a 2-D array whose first axis is at most this long is read as (C, S)
 
 
 class AudioError(ValueError):
@@ -24,7 +25,7 @@ class AudioError(ValueError):
 
 
 def _read_file(path: Path) -> tuple[np.ndarray, int]:
-    """Decode a file to (samples (S,) or (S, C), sample rate)."""
+    """Decode a file to (samples (S, C), sample rate)."""
     if not path.exists():
         raise AudioError(path, "no such file")
     if path.is_dir():
@@ -32,7 +33,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
-        return sf.read(path, dtype="float32", always_2d=False)
+        return sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as sf_error:
         first_error = sf_error
     try:
@@ -43,10 +44,16 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # librosa warns before trying audioread
             samples, rate = librosa.load(path, sr=None, mono=False, dtype=np.float32)
-        return samples.T, int(rate)
-    except Exception:  # audioread raises many unrelated types; the first error says more
-        reason = str(first_error).split(":")[-1].strip() or "unknown format"
-        raise AudioError(path, f"not a readable audio file ({reason})") from None
+        return np.atleast_2d(samples).T, int(rate)
+    except Exception:  # audioread raises many unrelated types
+        raise AudioError(path, "not a readable audio file (unknown or damaged format)") from first_error
+
+
+def _to_float(samples: np.ndarray) -> np.ndarray:
+    """Integer PCM (e.g. int16 from scipy.io.wavfile) is scaled to [-1, 1]; floats pass as they are."""
+    if np.issubdtype(samples.dtype, np.integer):
+        return samples.astype(np.float32) / float(-np.iinfo(samples.dtype).min)
+    return samples.astype(np.float32, copy=False)
 
 
 def load_audio(source, sample_rate: int | None = None) -> np.ndarray:
@@ -67,17 +74,19 @@ def load_audio(source, sample_rate: int | None = None) -> np.ndarray:
     if isinstance(source, (str, os.PathLike)):
         name = str(source)
         samples, rate = _read_file(Path(source))
+        samples = samples.mean(axis=1)
     else:
         name = "<array>"
         if sample_rate is None:
             raise AudioError(name, "sample_rate is required when passing samples")
-        samples = source.detach().cpu().numpy() if hasattr(source, "detach") else np.asarray(source)
+        samples = _to_float(
+            source.detach().cpu().numpy() if hasattr(source, "detach") else np.asarray(source)
+        )
+        if samples.ndim == 2:
+            # (C, S) from torch code when the first axis is a handful of channels, else (S, C).
+            channels_first = samples.shape[0] <= MAX_CHANNELS and samples.shape[0] < samples.shape[1]
+            samples = samples.mean(axis=0 if channels_first else 1)
         rate = sample_rate
-    samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 2:
-        # Channels are the short axis: (C, S) arrays from torch code, (S, C) from soundfile.
-        channel_axis = 0 if samples.shape[0] < samples.shape[1] else 1
-        samples = samples.mean(axis=channel_axis)
     if samples.ndim != 1:
         raise AudioError(name, f"expected 1 or 2 dimensions, got shape {samples.shape}")
     if samples.size == 0:

@@ -34,7 +34,7 @@ def lightning_cli(args: list[str] | None = None):
                     "checkpoint.monitor": "val_wer",
                     "checkpoint.mode": "min",
                     "checkpoint.save_last": True,
-                    "checkpoint.filename": "{epoch}-{val_wer:.4f}",
+                    "checkpoint.filename": "best",
                 }
             )
             parser.link_arguments(

@@ -5,12 +5,13 @@ batch's cuts to a DataLoader worker, which reads and resamples the audio there.
 """
 
 import random
+from itertools import islice
 from pathlib import Path
 
 import lightning as L
 import torch
 from lhotse import CutSet, load_manifest_lazy
-from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 from lhotse.dataset.collation import collate_audio
 from lhotse.dataset.cut_transforms import PerturbSpeed
 
@@ -92,14 +93,15 @@ class SpeechDataModule(L.LightningDataModule):
         if manifest is None:
             raise ValueError(f"no manifest for {stage}: set data.{stage}_cuts in the config")
         hp = self.hparams
-        sampler = DynamicBucketingSampler(
-            read_cuts(manifest),
-            max_duration=hp.max_duration,
-            num_buckets=hp.num_buckets,
-            shuffle=train,
-            drop_last=False,
-            seed=hp.seed,
-        )
+        cuts = read_cuts(manifest)
+        # Bucketing needs at least as many cuts as buckets; a tiny manifest gets fewer buckets.
+        buckets = sum(1 for _ in islice(cuts, hp.num_buckets))
+        if buckets > 1:
+            sampler = DynamicBucketingSampler(
+                cuts, max_duration=hp.max_duration, num_buckets=buckets, shuffle=train, seed=hp.seed
+            )
+        else:
+            sampler = DynamicCutSampler(cuts, max_duration=hp.max_duration, shuffle=train, seed=hp.seed)
         dataset = CutBatches(hp.speed_perturb if train else None, seed=hp.seed)
         return torch.utils.data.DataLoader(
             dataset,

@@ -23,7 +23,8 @@ _CURRENCY = {
     "\u20ac": ("euro", "euros", "cent", "cents"),
 }
 _SYMBOLS = {"&": " and ", "%": " percent ", "+": " plus ", "@": " at ", "=": " equals "}
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "`": "'"})
+# Typographic apostrophes become plain ones; letters without an ASCII base get their spelling.
+_CHAR_MAP = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'", "`": "'", "\u00df": "ss"})
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -41,7 +42,7 @@ def _money_to_words(match: re.Match) -> str:
 
 def _number_to_words(match: re.Match) -> str:
     token = match.group(0)
-    if re.fullmatch(r"\d{1,3}(,\d{3})+", token):  # 1,000,000
+    if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", token):  # 1,000,000 or 1,234.5
         token = token.replace(",", "")
     elif "," in token:  # a list such as "1,2,3": read each number
         return " ".join(num2words(int(part)) for part in re.split(r"[.,]", token))
@@ -61,7 +62,7 @@ def normalize_text(text: str, alphabet: str = DEFAULT_ALPHABET) -> str:
 
     Hyphens and other punctuation separate words; apostrophes inside words are kept.
     """
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    text = unicodedata.normalize("NFKC", text).translate(_CHAR_MAP)
     text = _MONEY.sub(_money_to_words, text)
     text = _ORDINAL.sub(lambda m: num2words(int(m.group(1)), to="ordinal"), text)
     text = _NUMBER.sub(lambda m: f" {_number_to_words(m)} ", text)

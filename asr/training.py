@@ -152,7 +152,8 @@ def export_checkpoint(checkpoint, output) -> RecurrentCTC:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{checkpoint}: not a training checkpoint (no state_dict)")
     config = ckpt.get("hyper_parameters", {}).get("net") or ModelConfig()
-    net = RecurrentCTC(config)
+    # LightningCLI stores the dataclass argument as a plain dict.
+    net = RecurrentCTC(ModelConfig(**config) if isinstance(config, dict) else config)
     net.load_state_dict(
         {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     )

@@ -1,0 +1,69 @@
+# Orchestration only: every target calls the `asr` command or a recipe's prepare.py.
+# Start with `make demo` (train and run a model end to end) or `make test`.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RECIPE ?= smoke
+CONFIG ?= recipes/$(RECIPE)/config.yaml
+DATA := data/$(RECIPE)
+EXP := exp/$(RECIPE)
+# Debian packages the recipes and tests use (speech synthesis, sentence text).
+APT_PACKAGES := espeak-ng fortunes-min
+
+.PHONY: help setup system test lint demo prepare train export eval clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: RECIPE=$(RECIPE) CONFIG=$(CONFIG)"
+
+setup: system $(VENV)/.installed ## create .venv and install the package, its pins and dev tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+system: ## install the Debian packages (as root), or print the command to run
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "missing Debian packages; run: sudo apt-get install -y $$missing" >&2; exit 1; \
+	fi
+
+test: setup ## run the test suite (slow tests excluded: make test PYTEST_ARGS=-m\ slow)
+	$(BIN)/python -m pytest -q $(or $(PYTEST_ARGS),-m "not slow")
+
+lint: setup ## ruff check and format check
+	$(BIN)/ruff check asr recipes tests
+	$(BIN)/ruff format --check asr recipes tests
+
+demo: setup ## smoke recipe end to end: prepare, train, evaluate, transcribe test clips
+	$(MAKE) --no-print-directory eval RECIPE=smoke
+	@echo "--- transcripts of three test clips (references in $(EXP)/cuts_test.hyps.jsonl)"
+	$(BIN)/asr transcribe --model exp/smoke/model.pt $$(ls data/smoke/audio/test/*.flac | head -3)
+	@echo "--- word timings"
+	$(BIN)/asr transcribe --model exp/smoke/model.pt --format srt $$(ls data/smoke/audio/test/*.flac | head -1)
+
+prepare: setup ## make the RECIPE's manifests under data/RECIPE
+	$(BIN)/python -m recipes.$(RECIPE).prepare --out $(DATA)
+
+train: prepare ## train RECIPE with CONFIG (resumes from the last checkpoint), then export
+	$(BIN)/asr fit --config $(CONFIG) --trainer.default_root_dir $(EXP) \
+		$$([ -f $(EXP)/checkpoints/last.ckpt ] && echo --ckpt_path $(EXP)/checkpoints/last.ckpt)
+	$(MAKE) --no-print-directory export
+
+export: ## export RECIPE's best checkpoint to exp/RECIPE/model.pt
+	$(BIN)/asr export $(EXP)/checkpoints/best.ckpt $(EXP)/model.pt
+
+eval: train ## WER/CER of exp/RECIPE/model.pt on every test manifest of RECIPE
+	@for m in $(DATA)/cuts_test*.jsonl.gz; do \
+		$(BIN)/asr evaluate --model $(EXP)/model.pt $$m \
+			--output $(EXP)/$$(basename $$m .jsonl.gz).hyps.jsonl || exit 1; \
+	done
+
+clean: ## remove generated data and runs of RECIPE
+	rm -rf $(DATA) $(EXP)

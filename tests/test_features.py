@@ -1,0 +1,204 @@
+"""The log-mel front end: shapes, batching invariance, normalisation statistics and SpecAugment."""
+
+import pytest
+import torch
+
+from asr.audio import SAMPLE_RATE
+from asr.features import LogMel
+
+N_MELS = 80
+WIN = round(SAMPLE_RATE * 0.025)  # 25 ms window, in samples
+HOP = round(SAMPLE_RATE * 0.010)  # 10 ms hop, in samples
+
+
+def expected_frames(num_samples: int) -> int:
+    """One frame per hop that fits a whole window; at least one."""
+    return max(0, (num_samples - WIN) // HOP) + 1
+
+
+def waves(*lengths: int, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [0.1 * torch.randn(n, generator=generator) for n in lengths]
+
+
+def pad(samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (S_i,) waveforms -> (B, S_max) zero-padded batch and (B,) lengths."""
+    lengths = torch.tensor([len(s) for s in samples])
+    batch = torch.zeros(len(samples), int(lengths.max()))
+    for row, s in enumerate(samples):
+        batch[row, : len(s)] = s
+    return batch, lengths
+
+
+@pytest.fixture
+def frontend() -> LogMel:
+    return LogMel(n_mels=N_MELS).eval()
+
+
+@pytest.mark.parametrize(
+    "num_samples", [1, 100, WIN - 1, WIN, WIN + 1, WIN + HOP - 1, WIN + HOP, SAMPLE_RATE]
+)
+def test_num_frames_counts_whole_windows(frontend, num_samples):
+    assert frontend.num_frames(torch.tensor([num_samples])).item() == expected_frames(num_samples)
+
+
+def test_output_shape_and_frame_counts(frontend):
+    lengths = [SAMPLE_RATE, SAMPLE_RATE // 2, 3 * WIN]
+    feats, frames = frontend(*pad(waves(*lengths)))
+
+    assert feats.shape == (len(lengths), expected_frames(max(lengths)), N_MELS)
+    assert frames.tolist() == [expected_frames(n) for n in lengths]
+
+
+@pytest.mark.parametrize("num_samples", [WIN, WIN + 1, 1234, SAMPLE_RATE])
+def test_frame_count_matches_the_frames_produced(frontend, num_samples):
+    audio = waves(num_samples)[0].unsqueeze(0)
+    feats, frames = frontend(audio, torch.tensor([num_samples]))
+    assert feats.shape[1] == frames.item()
+
+
+def test_features_are_float32_and_finite(frontend):
+    feats, _ = frontend(*pad(waves(SAMPLE_RATE, 2000)))
+    assert feats.dtype == torch.float32
+    assert torch.isfinite(feats).all()
+
+
+def test_silence_gives_finite_features(frontend):
+    feats, _ = frontend(torch.zeros(1, SAMPLE_RATE), torch.tensor([SAMPLE_RATE]))
+    assert torch.isfinite(feats).all()
+
+
+@pytest.mark.parametrize("num_samples", [1, 100, WIN - 1])
+def test_input_shorter_than_a_window_gives_one_frame(frontend, num_samples):
+    feats, frames = frontend(waves(num_samples)[0].unsqueeze(0), torch.tensor([num_samples]))
+    assert frames.tolist() == [1]
+    assert feats.shape == (1, 1, N_MELS)
+
+
+def test_utterance_gets_the_same_features_alone_and_in_a_padded_batch(frontend):
+    utterances = waves(SAMPLE_RATE, 7000, 2 * WIN + 17, 100)
+    batch_feats, batch_frames = frontend(*pad(utterances))
+
+    for row, audio in enumerate(utterances):
+        alone, frames = frontend(audio.unsqueeze(0), torch.tensor([len(audio)]))
+        assert frames.item() == batch_frames[row].item()
+        torch.testing.assert_close(batch_feats[row, : frames.item()], alone[0], atol=1e-5, rtol=0)
+
+
+def test_padded_frames_are_exactly_zero(frontend):
+    feats, frames = frontend(*pad(waves(SAMPLE_RATE, 5000, 100)))
+    for row, count in enumerate(frames.tolist()):
+        assert (feats[row, count:] == 0).all()
+
+
+def test_padded_frames_are_zero_in_train_mode_too():
+    frontend = LogMel(n_mels=N_MELS).train()
+    feats, frames = frontend(*pad(waves(SAMPLE_RATE, 5000, 100)))
+    for row, count in enumerate(frames.tolist()):
+        assert (feats[row, count:] == 0).all()
+
+
+# Normalisation statistics
+
+
+def test_features_are_unnormalised_until_stats_are_fitted(frontend):
+    audio, lengths = pad(waves(4000))
+    feats, _ = frontend(audio, lengths)
+    assert not frontend.has_stats
+    torch.testing.assert_close(feats, frontend.log_mel(audio))
+
+
+def test_fit_stats_normalises_real_frames_to_zero_mean_unit_std(frontend):
+    batches = [pad(waves(SAMPLE_RATE, 3000, 9000, seed=1)), pad(waves(5000, 12000, seed=2))]
+
+    frontend.fit_stats(batches)
+
+    real = []
+    for audio, lengths in batches:
+        feats, frames = frontend(audio, lengths)
+        real += [feats[row, :count] for row, count in enumerate(frames.tolist())]
+    real = torch.cat(real)
+    torch.testing.assert_close(real.mean(0), torch.zeros(N_MELS), atol=1e-4, rtol=0)
+    torch.testing.assert_close(real.std(0, unbiased=False), torch.ones(N_MELS), atol=1e-4, rtol=0)
+
+
+def test_fit_stats_counts_real_frames_only(frontend):
+    lengths = [SAMPLE_RATE, 3000, 100]
+    frontend.fit_stats([pad(waves(*lengths))])
+    assert frontend.frames_seen.item() == sum(expected_frames(n) for n in lengths)
+    assert frontend.has_stats
+
+
+def test_fit_stats_ignores_padding(frontend):
+    utterances = waves(SAMPLE_RATE, 3000, 600, 100, seed=3)
+    unpadded = LogMel(n_mels=N_MELS)
+    unpadded.fit_stats([(audio.unsqueeze(0), torch.tensor([len(audio)])) for audio in utterances])
+
+    frontend.fit_stats([pad(utterances)])
+
+    torch.testing.assert_close(frontend.mean, unpadded.mean, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(frontend.std, unpadded.std, atol=1e-5, rtol=1e-6)
+    assert frontend.frames_seen.item() == unpadded.frames_seen.item()
+
+
+def test_fit_stats_without_batches_raises(frontend):
+    with pytest.raises(ValueError, match="no audio frames"):
+        frontend.fit_stats([])
+
+
+def test_statistics_are_in_the_state_dict(frontend):
+    frontend.fit_stats([pad(waves(SAMPLE_RATE, 4000))])
+    state = frontend.state_dict()
+
+    assert {"mean", "std", "frames_seen"} <= set(state)
+    restored = LogMel(n_mels=N_MELS)
+    restored.load_state_dict(state)
+    assert restored.has_stats
+    torch.testing.assert_close(restored.mean, frontend.mean)
+    torch.testing.assert_close(restored.std, frontend.std)
+    assert restored.frames_seen.item() == frontend.frames_seen.item()
+
+
+def test_statistic_buffers_have_one_value_per_mel_bin(frontend):
+    assert frontend.mean.shape == frontend.std.shape == (N_MELS,)
+    assert frontend.frames_seen.shape == ()
+
+
+# SpecAugment
+
+
+def test_spec_augment_changes_features_in_train_mode(frontend):
+    audio, lengths = pad(waves(SAMPLE_RATE, SAMPLE_RATE))
+    clean, _ = frontend(audio, lengths)
+
+    torch.manual_seed(0)
+    augmented, frames = frontend.train()(audio, lengths)
+
+    assert augmented.shape == clean.shape
+    assert frames.tolist() == [expected_frames(SAMPLE_RATE)] * 2
+    assert not torch.equal(augmented, clean)
+
+
+def test_spec_augment_only_masks_to_zero(frontend):
+    audio, lengths = pad(waves(SAMPLE_RATE))
+    clean, _ = frontend(audio, lengths)
+
+    torch.manual_seed(0)
+    augmented, _ = frontend.train()(audio, lengths)
+
+    changed = augmented != clean
+    assert changed.any()
+    assert (augmented[changed] == 0).all()
+
+
+def test_spec_augment_is_off_in_eval_mode(frontend):
+    audio, lengths = pad(waves(SAMPLE_RATE))
+    frontend.fit_stats([(audio, lengths)])
+
+    torch.manual_seed(0)
+    first, _ = frontend(audio, lengths)
+    torch.manual_seed(1)
+    second, _ = frontend(audio, lengths)
+
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, (frontend.log_mel(audio) - frontend.mean) / frontend.std)

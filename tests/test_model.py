@@ -1,0 +1,134 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from asr.model import ModelConfig, ModelFileError, RecurrentCTC, load_model, reverse_padded, save_model
+from tests.conftest import TINY
+
+
+def _model(**overrides) -> RecurrentCTC:
+    torch.manual_seed(0)
+    return RecurrentCTC(ModelConfig(**{**TINY.__dict__, **overrides})).eval()
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("subsampling", [1, 2, 3, 4])
+def test_output_shape_and_lengths(rnn_type, subsampling):
+    model = _model(rnn_type=rnn_type, subsampling=subsampling)
+    audio, lens = torch.randn(3, 16000), torch.tensor([16000, 12345, 800])
+    logits, out_lens = model(audio, lens)
+    frames = model.frontend.num_frames(lens)
+    assert out_lens.tolist() == [-(-int(f) // subsampling) for f in frames]
+    assert logits.shape == (3, int(out_lens.max()), len(model.tokenizer))
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+def test_padding_does_not_change_results(rnn_type, bidirectional):
+    model = _model(rnn_type=rnn_type, bidirectional=bidirectional)
+    audio = torch.randn(2, 24000)
+    lens = torch.tensor([24000, 9000])
+    with torch.no_grad():
+        batched, out_lens = model(audio, lens)
+        alone, alone_lens = model(audio[1:, :9000], lens[1:])
+    assert out_lens[1] == alone_lens[0]
+    torch.testing.assert_close(batched[1, : out_lens[1]], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_reverse_padded_keeps_padding_in_place():
+    x = torch.arange(10.0).view(2, 5, 1)
+    out = reverse_padded(x, torch.tensor([5, 3]))
+    assert out[:, :, 0].tolist() == [[4, 3, 2, 1, 0], [7, 6, 5, 8, 9]]
+
+
+def test_bidirectional_doubles_layer_width():
+    assert _model(bidirectional=True).head.in_features == 2 * _model(bidirectional=False).head.in_features
+
+
+@pytest.mark.parametrize(
+    "field, value", [("subsampling", 5), ("rnn_type", "transformer")], ids=["subsampling", "rnn_type"]
+)
+def test_invalid_config_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        ModelConfig(**{field: value})
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = _model(rnn_type="gru")
+    model.frontend.mean.fill_(1.5)  # statistics travel with the weights
+    path = save_model(model, tmp_path / "m.pt")
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    assert not loaded.training
+    audio, lens = torch.randn(1, 8000), torch.tensor([8000])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(audio, lens)[0], model(audio, lens)[0])
+    assert float(loaded.frontend.mean[0]) == 1.5
+
+
+def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = save_model(_model(), tmp_path / "m.pt")
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(_model(hidden_size=32), path)
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not a model file"),
+        (b"hello, not a model", "not a model file"),
+    ],
+    ids=["empty", "text"],
+)
+def test_load_rejects_files_that_are_not_models(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=message) as err:
+        load_model(path)
+    assert str(path) in str(err.value)
+
+
+def test_load_rejects_foreign_torch_files_and_checkpoints(tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ModelFileError, match="not a model file"):
+        load_model(tmp_path / "other.pt")
+    torch.save({"state_dict": {}}, tmp_path / "ckpt.pt")
+    with pytest.raises(ModelFileError, match="asr export"):
+        load_model(tmp_path / "ckpt.pt")
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_inference_path_does_not_import_lightning(untrained_model_file, speech_wav):
+    code = (
+        "import sys, asr; m = asr.load_model(sys.argv[1]); m.transcribe(sys.argv[2]); "
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('lightning', 'pytorch_lightning')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, untrained_model_file, speech_wav],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_transcribe_batch_matches_single_and_restores_training_mode(untrained_model_file, speech_wav):
+    model = load_model(untrained_model_file).train()
+    short = torch.randn(4000)
+    single = [model.transcribe(speech_wav), model.transcribe(short, sample_rate=16000)]
+    batch = model.transcribe_batch([speech_wav, short], sample_rate=16000)
+    assert [r.text for r in batch] == [r.text for r in single]
+    assert batch[1].duration == 0.25
+    assert model.training
