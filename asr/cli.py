@@ -42,6 +42,7 @@ def lightning_cli(args: list[str] | None = None):
                 "checkpoint.dirpath",
                 compute_fn=lambda d: str(Path(d) / "checkpoints"),
             )
+            parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir")
 
     return CLI(
         CTCTraining,
@@ -54,7 +55,7 @@ def lightning_cli(args: list[str] | None = None):
             "gradient_clip_val": 5.0,
             "use_distributed_sampler": False,  # lhotse samplers split data across ranks themselves
             "log_every_n_steps": 10,
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "exp"}},
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger"},  # save_dir linked above
         },
     )
 
