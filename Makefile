@@ -8,6 +8,8 @@ RECIPE ?= smoke
 CONFIG ?= recipes/$(RECIPE)/config.yaml
 DATA := data/$(RECIPE)
 EXP := exp/$(RECIPE)
+# Passed to the recipe's prepare.py when set: CORPUS=/path/to/downloaded/corpus, SIZE=small.
+PREPARE_ARGS := $(if $(CORPUS),--corpus-dir $(CORPUS)) $(if $(SIZE),--size $(SIZE))
 # Debian packages the recipes and tests use (speech synthesis, sentence text).
 APT_PACKAGES := espeak-ng fortunes-min
 
@@ -15,7 +17,7 @@ APT_PACKAGES := espeak-ng fortunes-min
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: RECIPE=$(RECIPE) CONFIG=$(CONFIG)"
+	@echo "  variables: RECIPE=$(RECIPE) CONFIG=$(CONFIG) CORPUS=<downloaded corpus> SIZE=<recipe size>"
 
 setup: system $(VENV)/.installed ## create .venv and install the package, its pins and dev tools
 
@@ -49,7 +51,7 @@ demo: setup ## smoke recipe end to end: prepare, train, evaluate, transcribe tes
 	$(BIN)/asr transcribe --model exp/smoke/model.pt --format srt $$(ls data/smoke/audio/test/*.flac | head -1)
 
 prepare: setup ## make the RECIPE's manifests under data/RECIPE
-	$(BIN)/python -m recipes.$(RECIPE).prepare --out $(DATA)
+	$(BIN)/python -m recipes.$(RECIPE).prepare --out $(DATA) $(PREPARE_ARGS)
 
 train: prepare ## train RECIPE with CONFIG (resumes from the last checkpoint), then export
 	$(BIN)/asr fit --config $(CONFIG) --trainer.default_root_dir $(EXP) \
