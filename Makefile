@@ -10,8 +10,10 @@ DATA := data/$(RECIPE)
 EXP := exp/$(RECIPE)
 # Passed to the recipe's prepare.py when set: CORPUS=/path/to/downloaded/corpus, SIZE=small.
 PREPARE_ARGS := $(if $(CORPUS),--corpus-dir $(CORPUS)) $(if $(SIZE),--size $(SIZE))
-# Debian packages the recipes and tests use (speech synthesis, sentence text).
-APT_PACKAGES := espeak-ng fortunes-min
+# Debian packages the recipes and tests use: speech synthesizers and their voices, sentence
+# text (fortunes, the World English Bible, WordNet) and background music for augmentation.
+APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
+	fortunes fortunes-min sword-text-web libsword-utils wordnet-base asterisk-moh-opsound-wav
 
 .PHONY: help setup system test lint demo prepare train export eval clean
 
@@ -31,7 +33,7 @@ system: ## install the Debian packages (as root), or print the command to run
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 		echo "installing Debian packages: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
 		echo "missing Debian packages; run: sudo apt-get install -y $$missing" >&2; exit 1; \
 	fi

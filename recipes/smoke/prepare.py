@@ -19,17 +19,17 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+from lhotse import CutSet
 
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.text import normalize_text
+from recipes.common import clip_cuts, write_atomically
 
 FORTUNES = Path("/usr/share/games/fortunes/fortunes")
 SPLITS = ("train", "dev", "test")
@@ -159,18 +159,6 @@ def plan_clips(out_dir: Path, counts: dict[str, int], seed: int) -> dict[str, li
     return plan
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write`` on a hidden file next to ``path``, then rename that file to ``path``.
-
-    A rename within a folder is atomic, so ``path`` is either absent or complete, even after
-    a crash. The temporary name keeps the suffixes (``.jsonl.gz``): lhotse picks the format
-    from them.
-    """
-    partial = path.with_name(f".partial-{path.name}")
-    write(partial)
-    os.replace(partial, path)
-
-
 def _render(clip: Clip) -> None:
     """Synthesize ``clip`` and write it as 16 kHz FLAC.
 
@@ -178,7 +166,7 @@ def _render(clip: Clip) -> None:
     says exactly the label's words ("$200" would otherwise be heard as "two hundred dollars").
     """
     samples = synthesize(clip.text, clip.voice, clip.rate, clip.pitch)
-    _replace_atomically(clip.path, lambda tmp: sf.write(tmp, samples, SAMPLE_RATE, format="FLAC"))
+    write_atomically(clip.path, lambda tmp: sf.write(tmp, samples, SAMPLE_RATE, format="FLAC"))
 
 
 def _render_missing(clips: list[Clip]) -> None:
@@ -196,27 +184,8 @@ def _render_missing(clips: list[Clip]) -> None:
 
 def _write_manifest(clips: list[Clip], path: Path) -> CutSet:
     """Write the cuts of ``clips`` (one supervision each, covering the clip) to ``path``."""
-    recordings, supervisions = [], []
-    for clip in clips:
-        recording = Recording.from_file(clip.path, recording_id=clip.id)
-        recordings.append(recording)
-        supervisions.append(
-            SupervisionSegment(
-                id=clip.id,
-                recording_id=clip.id,
-                start=0.0,
-                duration=recording.duration,
-                channel=0,
-                text=clip.text,
-                language="English",
-                speaker=clip.voice,
-            )
-        )
-    cuts = CutSet.from_manifests(
-        recordings=RecordingSet.from_recordings(recordings),
-        supervisions=SupervisionSet.from_segments(supervisions),
-    )
-    _replace_atomically(path, cuts.to_file)
+    cuts = clip_cuts((clip.id, clip.path, clip.text, clip.voice, None) for clip in clips)
+    write_atomically(path, cuts.to_file)
     return cuts
 
 
@@ -228,7 +197,7 @@ def _check_settings(out_dir: Path, settings: dict[str, int]) -> None:
     """
     path = out_dir / "settings.json"
     if not path.exists():
-        _replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(settings) + "\n"))
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(settings) + "\n"))
         return
     previous = json.loads(path.read_text())
     if previous != settings:

@@ -1,0 +1,260 @@
+"""The synth recipe: an English speech corpus made offline from Debian's synthesizers.
+
+    python -m recipes.synth.prepare --out data/synth [--size small|default] [--stage 1 --stop-stage 4]
+
+Stages (each resumable; a finished stage does nothing when run again):
+1. text      sentences from Debian text packages, de-duplicated, split by sentence
+             -> text/{train,dev,test}.tsv (spoken form, transcript)
+2. plan      a voice, rate, pitch and effect chain drawn for every clip, and the room bank
+             -> plan/<split>.jsonl, rooms.npz
+3. speech    every planned clip rendered, augmented and written as 16 kHz FLAC
+             -> audio/<split>/<nnn>/<id>.flac (clips already on disk are kept)
+4. manifests lhotse cut manifests and a summary -> cuts_<split>.jsonl.gz, summary.json
+
+Splits: ``train`` (augmented), ``dev`` and ``test`` (clean, seen voices, unseen sentences),
+``test_unseen_voice`` (the test sentences spoken by flite's awb and rms, voices whose
+speakers are in no training voice). The sentence split and every clip's draws depend only
+on the seed, not on the size: a ``small`` corpus is the first clips of the ``default`` one,
+so growing it renders only the new clips.
+"""
+
+import argparse
+import json
+import random
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from lhotse import CutSet
+from tqdm import tqdm
+
+from recipes.common import clip_cuts, write_atomically
+from recipes.synth import augment, text, voices
+
+# Clips per split. dev and test sentences are reserved at the largest size whatever the size,
+# so no size ever trains on another size's test sentences.
+SIZES = {
+    "small": {"train": 400, "dev": 100, "test": 100},
+    "default": {"train": 36000, "dev": 1000, "test": 1000},
+}
+RESERVED = {"dev": 1000, "test": 1000}
+SPLITS = ("train", "dev", "test", "test_unseen_voice")
+# Training voices and their shares of the clips: the more natural festival and flite voices
+# get more than espeak-ng, whose many accents and variants still make it the most varied.
+VOICE_SHARES = {
+    ("espeak", None): 0.34,
+    ("festival", "kal_diphone"): 0.11,
+    ("festival", "ked_diphone"): 0.11,
+    ("festival", "cmu_us_slt_arctic_hts"): 0.11,
+    ("flite", "kal16"): 0.16,
+    ("flite", "slt"): 0.17,
+}
+RATE = (0.8, 1.25)  # duration factor of the synthesizer
+PITCH = (0.75, 1.3)  # f0 factor
+CHUNK = 32  # clips per worker task (festival renders a chunk in one process)
+
+
+def stage_text(out: Path, seed: int) -> None:
+    """Sentences from every source, each once, shuffled and split by sentence."""
+    if all((out / "text" / f"{s}.tsv").exists() for s in ("train", "dev", "test")):
+        return
+    unique: dict[str, str] = {}  # transcript -> spoken form; one clip per transcript
+    for pairs in text.read_all().values():
+        for spoken, transcript in pairs:
+            unique.setdefault(transcript, spoken)
+    items = sorted(unique.items())
+    random.Random(seed).shuffle(items)
+    bounds = {"dev": (0, RESERVED["dev"]), "test": (RESERVED["dev"], RESERVED["dev"] + RESERVED["test"])}
+    bounds["train"] = (bounds["test"][1], len(items))
+    (out / "text").mkdir(parents=True, exist_ok=True)
+    for split, (start, end) in bounds.items():
+        lines = "".join(f"{spoken}\t{transcript}\n" for transcript, spoken in items[start:end])
+        write_atomically(out / "text" / f"{split}.tsv", lambda p, lines=lines: p.write_text(lines))
+    print(f"text: {len(items)} unique sentences; {bounds['train'][1] - bounds['train'][0]} for training")
+
+
+def _read_text(out: Path, split: str) -> list[tuple[str, str]]:
+    return [tuple(line.split("\t")) for line in (out / "text" / f"{split}.tsv").read_text().splitlines()]
+
+
+def _draw_voice(rng: np.random.Generator, variants: list[str]) -> voices.Voice:
+    keys = list(VOICE_SHARES)
+    engine, name = keys[rng.choice(len(keys), p=np.array(list(VOICE_SHARES.values())))]
+    if engine == "espeak":
+        name = f"{rng.choice(voices.ESPEAK_ACCENTS)}+{rng.choice(variants)}"
+    return voices.Voice(
+        engine, name, round(float(rng.uniform(*RATE)), 3), round(float(rng.uniform(*PITCH)), 3)
+    )
+
+
+def plan_split(split: str, sentences: list[tuple[str, str]], seed: int, variants: list[str]) -> list[dict]:
+    """One record per clip: id, spoken form, transcript, voice and effects."""
+    config = augment.AugmentConfig()
+    clips = []
+    for i, (spoken, transcript) in enumerate(sentences):
+        # One generator per clip: its draws do not depend on how many clips the split has.
+        rng = np.random.default_rng([seed, SPLITS.index(split), i])
+        if split == "test_unseen_voice":
+            voice, fx = voices.Voice("flite", voices.HELD_OUT_VOICES[i % 2]), augment.Effects()
+        else:
+            voice = _draw_voice(rng, variants)
+            fx = augment.draw(rng, config) if split == "train" else augment.Effects()
+        clip_id = f"synth-{split}-{i:06d}"
+        audio = f"audio/{split}/{i // 1000:03d}/{clip_id}.flac"
+        record = {"id": clip_id, "spoken": spoken, "text": transcript, "audio": audio}
+        clips.append({**record, "voice": asdict(voice), "effects": fx.to_dict()})
+    return clips
+
+
+def stage_plan(out: Path, size: str, seed: int) -> None:
+    counts = {**SIZES[size], "test_unseen_voice": SIZES[size]["test"]}
+    variants = voices.espeak_variants()
+    (out / "plan").mkdir(exist_ok=True)
+    for split, count in counts.items():
+        path = out / "plan" / f"{split}.jsonl"
+        if path.exists() and sum(1 for _ in path.open()) == count:
+            continue
+        sentences = _read_text(out, "test" if split == "test_unseen_voice" else split)[:count]
+        if len(sentences) < count:
+            raise ValueError(f"{split}: {count} clips asked for, only {len(sentences)} sentences available")
+        records = plan_split(split, sentences, seed, variants)
+        write_atomically(path, lambda p, r=records: p.write_text("".join(json.dumps(x) + "\n" for x in r)))
+    if not (out / "rooms.npz").exists():
+        rooms = augment.make_rooms(augment.AugmentConfig().rooms, seed)
+        write_atomically(out / "rooms.npz", lambda p: _save_arrays(p, rooms))
+
+
+def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(f, *arrays)
+
+
+def _read_plan(out: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (out / "plan" / f"{split}.jsonl").open()]
+
+
+_WORKER: dict = {}  # per-process state: the room bank and the music tracks
+
+
+def _init_worker(out: Path) -> None:
+    with np.load(out / "rooms.npz") as bank:
+        _WORKER["rooms"] = [bank[k] for k in sorted(bank.files, key=lambda k: int(k.split("_")[1]))]
+    _WORKER["music"] = augment.load_music()
+
+
+def _render_chunk(out: Path, clips: list[dict]) -> float:
+    """Render, augment and write clips of one batch key; returns seconds of audio."""
+    effects = [augment.Effects(**c["effects"]) for c in clips]
+    # Pre-compensate the tempo change of the vocal tract perturbation (it divides durations by vtl).
+    requests = [
+        (c["spoken"], voices.Voice(**{**c["voice"], "rate": c["voice"]["rate"] * fx.vtl}))
+        for c, fx in zip(clips, effects, strict=True)
+    ]
+    seconds = 0.0
+    for clip, fx, (samples, rate) in zip(clips, effects, voices.render(requests), strict=True):
+        if rate != augment.SAMPLE_RATE:
+            samples = soxr.resample(samples, rate, augment.SAMPLE_RATE).astype(np.float32)
+        samples = augment.apply(samples, fx, _WORKER["rooms"], _WORKER["music"])
+        path = out / clip["audio"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda p, s=samples: sf.write(p, s, augment.SAMPLE_RATE, format="FLAC"))
+        seconds += len(samples) / augment.SAMPLE_RATE
+    return seconds
+
+
+def stage_speech(out: Path, workers: int) -> None:
+    todo = [c for split in SPLITS for c in _read_plan(out, split) if not (out / c["audio"]).exists()]
+    if not todo:
+        return
+    key = lambda c: voices.batch_key(voices.Voice(**c["voice"]))  # noqa: E731
+    chunks = []
+    for _, group in groupby(sorted(todo, key=key), key=key):
+        group = list(group)
+        chunks += [group[i : i + CHUNK] for i in range(0, len(group), CHUNK)]
+    random.Random(0).shuffle(chunks)  # engines interleaved: the progress bar's rate is an honest estimate
+    started = time.perf_counter()
+    audio = 0.0
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(out,)) as pool:
+        bar = tqdm(total=len(todo), desc="speech", unit="clip")
+        for chunk, seconds in zip(chunks, pool.map(_render_chunk, [out] * len(chunks), chunks), strict=True):
+            audio += seconds
+            bar.update(len(chunk))
+        bar.close()
+    elapsed = time.perf_counter() - started
+    print(f"speech: {len(todo)} clips, {audio / 3600:.2f} h of audio in {elapsed / 60:.1f} min")
+
+
+def _cuts(out: Path, clips: list[dict]) -> CutSet:
+    return clip_cuts(
+        (c["id"], out / c["audio"], c["text"], f"{c['voice']['engine']}:{c['voice']['name']}",
+         {"voice": c["voice"], "effects": c["effects"]})
+        for c in clips
+    )  # fmt: skip
+
+
+def stage_manifests(out: Path) -> dict:
+    summary = {}
+    for split in SPLITS:
+        path = out / f"cuts_{split}.jsonl.gz"
+        clips = _read_plan(out, split)
+        if not path.exists() or sum(1 for _ in CutSet.from_file(path)) != len(clips):
+            write_atomically(path, lambda p, c=clips: _cuts(out, c).to_file(p))
+        cuts = CutSet.from_file(path)
+        summary[split] = {
+            "clips": len(clips),
+            "hours": round(sum(c.duration for c in cuts) / 3600, 2),
+            "speakers": len({c.supervisions[0].speaker for c in cuts}),
+            "words": len({w for c in clips for w in c["text"].split()}),
+        }
+        row = summary[split]
+        print(f"{split:>18}: {row['clips']:6d} clips {row['hours']:6.2f} h {row['speakers']:5d} voices "
+              f"{row['words']:6d} distinct words")  # fmt: skip
+    write_atomically(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    return summary
+
+
+def prepare(out, size: str = "default", seed: int = 0, stage: int = 1, stop_stage: int = 4, workers: int = 2):
+    """Run stages ``stage``..``stop_stage`` into ``out``; returns the manifest paths by split."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    settings = out / "settings.json"
+    if settings.exists() and json.loads(settings.read_text())["seed"] != seed:
+        raise ValueError(f"{out} was made with another seed; remove it or choose another --out")
+    settings.write_text(json.dumps({"seed": seed}) + "\n")
+    steps = {
+        1: lambda: stage_text(out, seed),
+        2: lambda: stage_plan(out, size, seed),
+        3: lambda: stage_speech(out, workers),
+        4: lambda: stage_manifests(out),
+    }
+    for number in range(stage, stop_stage + 1):
+        steps[number]()
+    return {split: out / f"cuts_{split}.jsonl.gz" for split in SPLITS}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m recipes.synth.prepare", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage", type=int, default=1, choices=range(1, 5))
+    parser.add_argument("--stop-stage", type=int, default=4, choices=range(1, 5))
+    parser.add_argument("--workers", type=int, default=2, help="rendering processes")
+    args = parser.parse_args(argv)
+    try:
+        prepare(args.out, args.size, args.seed, args.stage, args.stop_stage, args.workers)
+    except (text.MissingPackage, voices.MissingSynthesizer, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
