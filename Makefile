@@ -8,6 +8,10 @@ RECIPE ?= smoke
 CONFIG ?= recipes/$(RECIPE)/config.yaml
 DATA := data/$(RECIPE)
 EXP := exp/$(RECIPE)
+# The model `make eval` scores (trained by `make train` when missing).
+MODEL ?= $(EXP)/model.pt
+# Recognizers scored beside ours by `make eval` (COMPARE= for none).
+COMPARE ?= pocketsphinx
 # Passed to the recipe's prepare.py when set: CORPUS=/path/to/downloaded/corpus, SIZE=small.
 PREPARE_ARGS := $(if $(CORPUS),--corpus-dir $(CORPUS)) $(if $(SIZE),--size $(SIZE))
 # Debian packages the recipes and tests use: speech synthesizers and their voices, sentence
@@ -19,7 +23,8 @@ APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: RECIPE=$(RECIPE) CONFIG=$(CONFIG) CORPUS=<downloaded corpus> SIZE=<recipe size>"
+	@echo "  variables: RECIPE=$(RECIPE) CONFIG=$(CONFIG) MODEL=$(MODEL) COMPARE=$(COMPARE)"
+	@echo "             CORPUS=<downloaded corpus> SIZE=<recipe size, e.g. small>"
 
 setup: system $(VENV)/.installed ## create .venv and install the package, its pins and dev tools
 
@@ -47,10 +52,10 @@ lint: setup ## ruff check and format check
 
 demo: setup ## smoke recipe end to end: prepare, train, evaluate, transcribe test clips
 	$(MAKE) --no-print-directory eval RECIPE=smoke
-	@echo "--- transcripts of three test clips (references in $(EXP)/cuts_test.hyps.jsonl)"
+	@echo "--- transcripts of three test clips (references in exp/smoke/cuts_test.hyps.jsonl)"
 	$(BIN)/asr transcribe --model exp/smoke/model.pt $$(ls data/smoke/audio/test/*.flac | head -3)
-	@echo "--- word timings"
-	$(BIN)/asr transcribe --model exp/smoke/model.pt --format srt $$(ls data/smoke/audio/test/*.flac | head -1)
+	@echo "--- word timings (seconds) and confidences"
+	$(BIN)/asr transcribe --model exp/smoke/model.pt --format tsv $$(ls data/smoke/audio/test/*.flac | head -1)
 
 prepare: setup ## make the RECIPE's manifests under data/RECIPE
 	$(BIN)/python -m recipes.$(RECIPE).prepare --out $(DATA) $(PREPARE_ARGS)
@@ -63,11 +68,12 @@ train: prepare ## train RECIPE with CONFIG (resumes from the last checkpoint), t
 export: ## export RECIPE's best checkpoint to exp/RECIPE/model.pt
 	$(BIN)/asr export $(EXP)/checkpoints/best.ckpt $(EXP)/model.pt
 
-eval: train ## WER/CER of exp/RECIPE/model.pt on every test manifest of RECIPE
-	@for m in $(DATA)/cuts_test*.jsonl.gz; do \
-		$(BIN)/asr evaluate --model $(EXP)/model.pt $$m \
-			--output $(EXP)/$$(basename $$m .jsonl.gz).hyps.jsonl || exit 1; \
-	done
+eval: prepare $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
+	$(BIN)/asr evaluate --model $(MODEL) $(DATA)/cuts_test*.jsonl.gz --output-dir $(EXP) \
+		$(if $(COMPARE),--compare $(COMPARE))
+
+$(EXP)/model.pt:
+	$(MAKE) --no-print-directory train
 
 clean: ## remove generated data and runs of RECIPE
 	rm -rf $(DATA) $(EXP)

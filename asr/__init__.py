@@ -7,7 +7,7 @@ print(result.text, result.words)
 """
 
 from asr.audio import SAMPLE_RATE, AudioError, load_audio
-from asr.decoding import Transcription, Word
+from asr.decoding import DecodingOptions, Transcription, Word
 from asr.model import ModelConfig, ModelFileError, RecurrentCTC, load_model, save_model
 from asr.text import CharTokenizer, normalize_text
 
@@ -15,6 +15,7 @@ __all__ = [
     "SAMPLE_RATE",
     "AudioError",
     "CharTokenizer",
+    "DecodingOptions",
     "ModelConfig",
     "ModelFileError",
     "RecurrentCTC",

@@ -2,14 +2,16 @@
 
     asr fit|validate|test|predict --config recipes/<corpus>/<config>.yaml   (LightningCLI)
     asr export CHECKPOINT MODEL
-    asr transcribe FILE... --model MODEL [--format txt|json|jsonl|srt|vtt]
-    asr evaluate --model MODEL MANIFEST [--output HYPS.jsonl]
+    asr transcribe FILE... [--model MODEL] [--format txt|json|jsonl|srt|vtt|tsv]
+    asr evaluate [--model MODEL] MANIFEST... [--compare pocketsphinx] [--output-dir DIR]
+    asr lm build TEXT... [--order 3] --out LM.arpa        (word n-gram, Kneser-Ney)
+    asr lm fit|validate|test --config recipes/<corpus>/charlm.yaml   (character RNN LM)
+    asr lm export CKPT OUT | sample --model LM [--prompt P] | perplexity --model LM TEXT...
 
 Lightning is imported only for the training subcommands, so transcription starts fast.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,13 +19,14 @@ from pathlib import Path
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
-def lightning_cli(args: list[str] | None = None):
-    """LightningCLI over the training module and the data module (callable from tests)."""
+def lightning_cli(args: list[str] | None = None, language_model: bool = False):
+    """LightningCLI over the recognizer's (or, with ``language_model``, the character LM's)
+    training and data modules; callable from tests."""
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
-    from asr.data import SpeechDataModule
-    from asr.training import CTCTraining
+    from asr.data import SpeechDataModule, TextDataModule
+    from asr.training import CharLMTraining, CTCTraining
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
@@ -31,7 +34,7 @@ def lightning_cli(args: list[str] | None = None):
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.set_defaults(
                 {
-                    "checkpoint.monitor": "val_wer",
+                    "checkpoint.monitor": "val_loss" if language_model else "val_wer",
                     "checkpoint.mode": "min",
                     "checkpoint.save_last": True,
                     "checkpoint.filename": "best",
@@ -45,8 +48,8 @@ def lightning_cli(args: list[str] | None = None):
             parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir")
 
     return CLI(
-        CTCTraining,
-        SpeechDataModule,
+        CharLMTraining if language_model else CTCTraining,
+        TextDataModule if language_model else SpeechDataModule,
         args=args,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
@@ -82,7 +85,8 @@ def transcribe_command(args) -> int:
         except AudioError as err:
             _fail(str(err))
             failed += 1
-    results = model.transcribe_batch([a for _, a in loaded], sample_rate=SAMPLE_RATE) if loaded else []
+    options = _decoding_options(args)
+    results = model.transcribe_batch([a for _, a in loaded], SAMPLE_RATE, options) if loaded else []
     pairs = [(path, r) for (path, _), r in zip(loaded, results, strict=True)]
     if args.output_dir:
         out = Path(args.output_dir)
@@ -97,66 +101,138 @@ def transcribe_command(args) -> int:
 
 
 def evaluate_command(args) -> int:
-    from torchmetrics.functional.text import char_error_rate, word_error_rate
-
-    from asr.audio import SAMPLE_RATE
     from asr.data import read_cuts
-    from asr.text import normalize_text
+    from asr.evaluation import RECOGNIZERS, evaluate, model_recognizer, table
 
     model = _load_model(args.model)
-    cuts = read_cuts(args.manifest).resample(SAMPLE_RATE)
-    output = Path(
-        args.output or str(args.manifest).removesuffix(".gz").removesuffix(".jsonl") + ".hyps.jsonl"
-    )
-    ids, refs, hyps, seconds = [], [], [], 0.0
-    started = time.perf_counter()
-    for chunk in _chunks(cuts, 64):
-        audio = [c.load_audio().mean(axis=0) for c in chunk]
-        for cut, result in zip(chunk, model.transcribe_batch(audio, sample_rate=SAMPLE_RATE), strict=True):
-            ids.append(cut.id)
-            refs.append(
-                normalize_text(" ".join(s.text or "" for s in cut.supervisions), model.config.alphabet)
-            )
-            hyps.append(result.text)
-            seconds += cut.duration
-    elapsed = time.perf_counter() - started
-    if not ids:
-        _fail(f"{args.manifest}: the manifest holds no cuts")
-        return 1
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w") as f:
-        for i, r, h in zip(ids, refs, hyps, strict=True):
-            f.write(
-                json.dumps({"id": i, "ref": r, "hyp": h, "wer": round(float(word_error_rate(h, r)), 4)})
-                + "\n"
-            )
-    wer, cer = float(word_error_rate(hyps, refs)), float(char_error_rate(hyps, refs))
-    print(
-        f"{args.manifest}: {len(ids)} utterances, {seconds / 60:.1f} min, "
-        f"WER {100 * wer:.2f} %, CER {100 * cer:.2f} %, {seconds / elapsed:.0f}x real time"
-    )
-    print(f"hypotheses: {output}")
+    options = _decoding_options(args)
+    ours = f"asr {options.name}"
+    recognizers = {ours: model_recognizer(model, options)}
+    recognizers.update({name: RECOGNIZERS[name]() for name in args.compare})
+    rows = []
+    for manifest in args.manifests:
+        cuts = read_cuts(manifest)
+        name = Path(manifest).name.removesuffix(".gz").removesuffix(".jsonl").removeprefix("cuts_")
+        for recognizer, recognize in recognizers.items():
+            result = evaluate(recognize, cuts, model.config.alphabet)
+            if not result.ids:
+                _fail(f"{manifest}: the manifest holds no cuts")
+                return 1
+            print(f"{manifest} ({recognizer}): {result.summary()}", file=sys.stderr)
+            suffix = "" if recognizer == ours else f".{recognizer}"
+            stem = str(manifest).removesuffix(".gz").removesuffix(".jsonl")
+            default = f"{stem}{suffix}.hyps.jsonl"
+            output = Path(args.output_dir) / Path(default).name if args.output_dir else Path(default)
+            result.write(output)
+            rows.append((name, recognizer, result))
+    print(table(rows))
     return 0
-
-
-def _chunks(items, size: int):
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def export_command(args) -> int:
-    from asr.training import export_checkpoint
+    from asr.training import export_charlm, export_checkpoint
 
-    net = export_checkpoint(args.checkpoint, args.output)
+    net = (export_charlm if args.language_model else export_checkpoint)(args.checkpoint, args.output)
+    kind = "character LM, " if args.language_model else ""
     size = Path(args.output).stat().st_size / 1e6
-    print(f"{args.output}: {net.config.rnn_type} x {net.config.num_layers}, {size:.1f} MB")
+    print(f"{args.output}: {kind}{net.config.rnn_type} x {net.config.num_layers}, {size:.1f} MB")
     return 0
+
+
+def lm_build_command(args) -> int:
+    from asr.ngram import arpa_sizes, build_arpa
+    from asr.text import read_text_file
+
+    if args.order < 1:
+        raise ValueError(f"--order must be at least 1, got {args.order}")
+    started = time.perf_counter()
+    files = [read_text_file(path) for path in args.texts]  # every file checked before counting
+    path = build_arpa((line for file in files for line in file), args.out, args.order)
+    sizes = arpa_sizes(path)
+    per_order = ", ".join(f"{size} {n}-grams" for n, size in enumerate(sizes, start=1))
+    print(f"{path}: {per_order}, {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def lm_sample_command(args) -> int:
+    from asr.charlm import load_charlm, sample
+
+    model = load_charlm(args.model)
+    for i in range(args.n):
+        seed = None if args.seed is None else args.seed + i
+        print(sample(model, args.prompt, args.temperature, args.max_chars, seed))
+    return 0
+
+
+def lm_perplexity_command(args) -> int:
+    from asr.charlm import load_charlm, perplexity
+    from asr.text import read_text_file
+
+    model = load_charlm(args.model)
+    for path in args.texts:
+        sentences = [line.strip() for line in read_text_file(path) if line.strip()]
+        if not sentences:
+            raise ValueError(f"{path}: no sentences, only blank lines")
+        print(
+            f"{path}: perplexity {perplexity(model, sentences):.3f} per character, {len(sentences)} sentences"
+        )
+    return 0
+
+
+def _lm_parser(sub) -> None:
+    lm = sub.add_parser("lm", help="language models: word n-gram and character RNN")
+    lm_sub = lm.add_subparsers(dest="lm_command", required=True, metavar="LM_COMMAND")
+    for name in ("fit", "validate", "test"):
+        lm_sub.add_parser(name, help=f"LightningCLI {name} of a character LM", add_help=False)
+
+    p = lm_sub.add_parser("build", help="word n-gram LM (modified Kneser-Ney) -> ARPA file")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="text file, one sentence per line")
+    p.add_argument("--order", type=int, default=3, help="n-gram order (default: 3)")
+    p.add_argument("--out", default="lm.arpa", help="ARPA file to write (default: lm.arpa)")
+    p.set_defaults(run=lm_build_command)
+
+    p = lm_sub.add_parser("export", help="character LM training checkpoint -> LM file")
+    p.add_argument("checkpoint")
+    p.add_argument("output")
+    p.set_defaults(run=export_command, language_model=True)
+
+    p = lm_sub.add_parser("sample", help="sentences generated by a character LM")
+    p.add_argument("--model", required=True, help="LM file written by 'asr lm export'")
+    p.add_argument("--prompt", default="", help="text each sample starts with")
+    p.add_argument("--temperature", type=float, default=1.0, help="<1 safer, >1 wilder, 0 greedy")
+    p.add_argument("-n", type=int, default=1, help="number of samples")
+    p.add_argument("--max-chars", type=int, default=200, help="characters added per sample, at most")
+    p.add_argument("--seed", type=int, help="reproducible samples (sample i uses seed + i)")
+    p.set_defaults(run=lm_sample_command)
+
+    p = lm_sub.add_parser("perplexity", help="perplexity per character of a character LM on text files")
+    p.add_argument("--model", required=True, help="LM file written by 'asr lm export'")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="text file, one sentence per line")
+    p.set_defaults(run=lm_perplexity_command)
+
+
+def _add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+    from asr.decoding import DecodingOptions
+
+    default = DecodingOptions()
+    g = p.add_argument_group("decoding (see asr.decoding.DecodingOptions)")
+    g.add_argument("--decoder", choices=["greedy", "beam"], default=default.method)
+    g.add_argument("--beam-size", type=int, default=default.beam_size)
+    g.add_argument("--beam-threshold", type=float, default=default.beam_threshold)
+    g.add_argument("--lm", help="word n-gram LM (ARPA, from 'asr lm build'); words kept to its vocabulary")
+    g.add_argument("--lexicon", help="allowed words (flashlight lexicon); default with --lm: the LM's words")
+    g.add_argument("--charlm", help="character RNN LM file (from 'asr lm export')")
+    g.add_argument("--lm-weight", type=float, default=default.lm_weight)
+    g.add_argument("--word-score", type=float, default=default.word_score)
+
+
+def _decoding_options(args):
+    from asr.decoding import DecodingOptions
+
+    return DecodingOptions(
+        method=args.decoder, beam_size=args.beam_size, beam_threshold=args.beam_threshold, lm=args.lm,
+        lexicon=args.lexicon, charlm=args.charlm, lm_weight=args.lm_weight, word_score=args.word_score,
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,21 +245,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transcribe", help="transcribe audio files")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--model", required=True, help="model file written by 'asr export'")
+    p.add_argument("--model", help="model file written by 'asr export' (default: asr/models/default.pt)")
     p.add_argument("--format", choices=FORMATS, default="txt")
     p.add_argument("--output-dir", help="write <name>.<format> per input here instead of stdout")
+    _add_decoding_arguments(p)
     p.set_defaults(run=transcribe_command)
 
-    p = sub.add_parser("evaluate", help="WER/CER of a model on a cut manifest")
-    p.add_argument("manifest", help="lhotse cut manifest (.jsonl or .jsonl.gz)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--output", help="per-utterance hypotheses (JSONL); default: beside the manifest")
+    p = sub.add_parser("evaluate", help="WER/CER of a model on cut manifests, as a Markdown table")
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="lhotse cut manifest (.jsonl[.gz])")
+    p.add_argument("--model", help="model file (default: asr/models/default.pt)")
+    p.add_argument(
+        "--compare", nargs="+", default=[], choices=["pocketsphinx"], help="also score these recognizers"
+    )
+    p.add_argument(
+        "--output-dir", help="write <manifest>[.<recognizer>].hyps.jsonl here; default: beside each manifest"
+    )
+    _add_decoding_arguments(p)
     p.set_defaults(run=evaluate_command)
 
     p = sub.add_parser("export", help="training checkpoint -> self-contained model file")
     p.add_argument("checkpoint")
     p.add_argument("output")
-    p.set_defaults(run=export_command)
+    p.set_defaults(run=export_command, language_model=False)
+    _lm_parser(sub)
     return parser
 
 
@@ -192,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     if words and words[0] in LIGHTNING_COMMANDS:
         lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
+        return 0
+    if words[:1] == ["lm"] and words[1:2] and words[1] in LIGHTNING_COMMANDS:
+        lightning_cli(words[1:], language_model=True)
         return 0
     args = build_parser().parse_args(words)
     from asr.model import ModelFileError

@@ -1,4 +1,5 @@
-"""Data: lhotse cut manifests -> duration-bounded, length-bucketed batches of padded audio.
+"""Data: lhotse cut manifests -> duration-bounded, length-bucketed batches of padded audio
+(:class:`SpeechDataModule`); text files -> batches of sentences (:class:`TextDataModule`).
 
 The sampler (lhotse ``DynamicBucketingSampler``) runs in the main process and hands each
 batch's cuts to a DataLoader worker, which reads and resamples the audio there.
@@ -16,6 +17,7 @@ from lhotse.dataset.collation import collate_audio
 from lhotse.dataset.cut_transforms import PerturbSpeed
 
 from asr.audio import SAMPLE_RATE
+from asr.text import read_text_file
 
 
 class CutBatches(torch.utils.data.Dataset):
@@ -122,3 +124,94 @@ class SpeechDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader(self.hparams.predict_cuts or self.hparams.test_cuts, "predict")
+
+
+class SentenceBatches(torch.utils.data.Sampler):
+    """Sentence indices in batches of at most ``batch_size`` sentences and ``max_chars``
+    characters, padding and boundaries included; a longer sentence makes a batch of its own.
+
+    Sentences are sorted by length within random pools of 100 batches, so a batch wastes little
+    on padding while the order of batches stays random.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, max_chars: int, shuffle: bool, seed: int = 0):
+        self.lengths, self.batch_size, self.max_chars = lengths, batch_size, max_chars
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch  # Lightning calls this: a new order every epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        order = list(range(len(self.lengths)))
+        if self.shuffle:
+            rng.shuffle(order)
+        batches, pool = [], 100 * self.batch_size
+        for start in range(0, len(order), pool):
+            batch = []
+            for i in sorted(order[start : start + pool], key=self.lengths.__getitem__):
+                width = self.lengths[i] + 1  # the longest so far: sorted ascending
+                if batch and (len(batch) == self.batch_size or width * (len(batch) + 1) > self.max_chars):
+                    batches.append(batch)
+                    batch = []
+                batch.append(i)
+            batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return [b for b in batches if b]
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+class TextDataModule(L.LightningDataModule):
+    """Batches of sentences (lists of strings) from text files, one sentence per line.
+
+    Args:
+        train_text, val_text, test_text: UTF-8 text files; blank lines are skipped, and the
+            model normalises each line (:func:`~asr.text.normalize_text`).
+        batch_size: sentences per batch, at most.
+        max_chars: characters per batch, at most (padding included): bounds memory.
+        num_workers: DataLoader processes; reading a list of strings needs none.
+        seed: shuffling seed.
+    """
+
+    def __init__(
+        self,
+        train_text: str | None = None,
+        val_text: str | None = None,
+        test_text: str | None = None,
+        batch_size: int = 64,
+        max_chars: int = 16384,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+
+    def _loader(self, path: str | None, stage: str, train: bool = False) -> torch.utils.data.DataLoader:
+        if path is None:
+            raise ValueError(f"no text for {stage}: set data.{stage}_text in the config")
+        hp = self.hparams
+        sentences = [line.strip() for line in read_text_file(path) if line.strip()]
+        lengths = [len(s) for s in sentences]
+        batches = SentenceBatches(lengths, hp.batch_size, hp.max_chars, shuffle=train, seed=hp.seed)
+        return torch.utils.data.DataLoader(
+            sentences,
+            batch_sampler=batches,
+            collate_fn=list,  # the model tokenizes: one alphabet, stated once, in the model config
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.hparams.train_text, "train", train=True)
+
+    def val_dataloader(self):
+        return self._loader(self.hparams.val_text, "val")
+
+    def test_dataloader(self):
+        return self._loader(self.hparams.test_text, "test")

@@ -1,6 +1,7 @@
 """CTC decoding: per-frame log-probabilities -> text, with word times and confidences."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -75,3 +76,105 @@ def greedy_decode(log_probs: torch.Tensor, tokenizer: CharTokenizer, frame_shift
         tokenizer,
         frame_shift,
     )
+
+
+def align_words(
+    log_probs: torch.Tensor, text: str, tokenizer: CharTokenizer, frame_shift: float
+) -> list[Word]:
+    """The words of ``text``, timed by the CTC forced alignment of its characters.
+
+    Args:
+        log_probs: (T, V) log-probabilities of the utterance's real frames.
+
+    A word starts at the first frame of its first character, as in :func:`greedy_decode`; a
+    character's confidence is its mean posterior over the frames aligned to it.
+    """
+    from torchaudio.functional import forced_align, merge_tokens
+
+    ids = tokenizer.encode(text)
+    if not ids:
+        return []
+    aligned, scores = forced_align(log_probs[None].float(), torch.tensor([ids]), blank=tokenizer.blank_id)
+    spans = merge_tokens(aligned[0], scores[0].exp())
+    return words_from_tokens(
+        [s.token for s in spans], [s.start for s in spans], [s.score for s in spans], tokenizer, frame_shift
+    )
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How output frames become words: ``greedy`` needs nothing else; ``beam`` uses the rest."""
+
+    method: str = "greedy"  # greedy | beam
+    beam_size: int = 32  # hypotheses kept after each frame
+    beam_threshold: float = 25.0  # hypotheses scoring this far (natural log) below the best are dropped
+    lm: str | None = None  # word n-gram LM (ARPA, `asr lm build`); decoding keeps to its words
+    lexicon: str | None = None  # words allowed (flashlight lexicon); default with an LM: the LM's words
+    charlm: str | None = None  # character RNN LM file (`asr lm export`); spells words freely
+    lm_weight: float = 0.5  # weight of the LM's log-probability
+    word_score: float = 0.0  # added per word: more words against fewer
+    nbest: int = 1  # hypotheses returned per utterance (the best first)
+
+    def __post_init__(self):
+        if self.method not in ("greedy", "beam"):
+            raise ValueError(f"decoding method must be greedy or beam, got {self.method!r}")
+        if self.lm and self.charlm:
+            raise ValueError("choose one language model: a word n-gram (lm) or a character RNN (charlm)")
+
+    @property
+    def name(self) -> str:
+        """A short description for tables: "greedy", "beam 32 + n-gram", ..."""
+        if self.method == "greedy":
+            return "greedy"
+        return f"beam {self.beam_size}" + (" + n-gram" if self.lm else " + char LM" if self.charlm else "")
+
+
+class BeamSearch:
+    """CTC prefix beam search (torchaudio's flashlight decoder) with an optional language model.
+
+    A word n-gram LM needs a lexicon: the search then spells only its words. A character LM
+    scores each character as it is emitted, so any spelling stays possible.
+    """
+
+    def __init__(self, options: DecodingOptions, tokenizer: CharTokenizer, frame_shift: float):
+        from torchaudio.models.decoder import ctc_decoder
+
+        self.tokenizer, self.frame_shift = tokenizer, frame_shift
+        self.lexicon = bool(options.lexicon or options.lm)
+        # The decoder's tokens in our id order: blank "-" and "|" for the space (its word separator).
+        tokens = ["-", *("|" if t == " " else t for t in tokenizer.tokens[1:])]
+        lexicon, lm = options.lexicon, options.lm
+        if lm and not lexicon:
+            lexicon = _lexicon_of(lm)
+        if options.charlm:
+            from asr.charlm import CharLMScorer, load_charlm
+
+            lm = CharLMScorer(load_charlm(options.charlm), ["-", *tokenizer.tokens[1:]])
+        self.decoder = ctc_decoder(
+            lexicon=str(lexicon) if lexicon else None, tokens=tokens, lm=lm,
+            nbest=options.nbest, beam_size=options.beam_size, beam_threshold=options.beam_threshold,
+            lm_weight=options.lm_weight if lm else 0.0, word_score=options.word_score, sil_token="|",
+        )  # fmt: skip
+
+    def __call__(self, log_probs: torch.Tensor) -> list[list[Word]]:
+        """(T, V) log-probabilities of one utterance -> up to ``nbest`` word sequences, best first."""
+        log_probs = log_probs.float().contiguous()
+        hyps = self.decoder(log_probs[None])[0]
+        results = []
+        for hyp in hyps:
+            # With a lexicon the decoder's words are the transcript: its tokens may run two words
+            # together and end in an unfinished one.
+            chars = "".join(self.tokenizer.tokens[t] for t in hyp.tokens.tolist())
+            text = " ".join(hyp.words if self.lexicon else chars.split())
+            results.append(align_words(log_probs, text, self.tokenizer, self.frame_shift))
+        return results
+
+
+def _lexicon_of(lm: str) -> Path:
+    """A lexicon of the LM's words, written once beside it (``<lm>.lexicon``)."""
+    from asr.ngram import arpa_words, write_lexicon
+
+    path = Path(f"{lm}.lexicon")
+    if not path.exists() or path.stat().st_mtime < Path(lm).stat().st_mtime:
+        write_lexicon(arpa_words(lm), path)
+    return path

@@ -4,12 +4,15 @@ These functions are bound onto the model as ``model.transcribe`` and
 ``model.transcribe_batch``; they need torch only (no Lightning).
 """
 
+from collections.abc import Callable
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import torch
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.decoding import Transcription, greedy_decode
+from asr.decoding import BeamSearch, DecodingOptions, Transcription, Word, greedy_decode
+from asr.text import CharTokenizer
 
 if TYPE_CHECKING:
     from asr.model import RecurrentCTC
@@ -26,17 +29,22 @@ def pad_batch(samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.inference_mode()
 def transcribe_batch(
-    model: "RecurrentCTC", audios: list, sample_rate: int | None = None
+    model: "RecurrentCTC",
+    audios: list,
+    sample_rate: int | None = None,
+    options: DecodingOptions | None = None,
 ) -> list[Transcription]:
     """Transcribe several inputs (paths, numpy arrays or tensors), batched by length.
 
     Args:
         audios: each a file path, or samples with ``sample_rate`` given.
         sample_rate: rate of array inputs (files carry their own).
+        options: greedy decoding (the default) or beam search with a language model.
 
     Raises:
         asr.audio.AudioError: an input cannot be read (the message names it).
     """
+    decode = _decoder(options or DecodingOptions(), model.config.alphabet, model.config.frame_shift)
     waves = [torch.from_numpy(load_audio(a, sample_rate)) for a in audios]
     # Sorting by length keeps padding (wasted compute) small inside each batch.
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
@@ -49,9 +57,7 @@ def transcribe_batch(
             logits, frames = model(audio.to(model.device), lengths.to(model.device))
             log_probs = logits.float().log_softmax(-1).cpu()
             for row, i in enumerate(batch):
-                words = greedy_decode(
-                    log_probs[row, : frames[row]], model.tokenizer, model.config.frame_shift
-                )
+                words = decode(log_probs[row, : frames[row]])
                 text = " ".join(w.text for w in words)
                 results[i] = Transcription(text, words, duration=round(len(waves[i]) / SAMPLE_RATE, 3))
     finally:
@@ -59,9 +65,23 @@ def transcribe_batch(
     return results
 
 
-def transcribe(model: "RecurrentCTC", audio, sample_rate: int | None = None) -> Transcription:
+def transcribe(
+    model: "RecurrentCTC", audio, sample_rate: int | None = None, options: DecodingOptions | None = None
+) -> Transcription:
     """Transcribe one file path, numpy array or tensor (``sample_rate`` needed for arrays)."""
-    return transcribe_batch(model, [audio], sample_rate)[0]
+    return transcribe_batch(model, [audio], sample_rate, options)[0]
+
+
+@lru_cache(maxsize=4)
+def _decoder(
+    options: DecodingOptions, alphabet: str, frame_shift: float
+) -> Callable[[torch.Tensor], list[Word]]:
+    """(T, V) log-probabilities -> the best words; beam search decoders (and their LMs) load once."""
+    tokenizer = CharTokenizer(alphabet)
+    if options.method == "greedy":
+        return lambda log_probs: greedy_decode(log_probs, tokenizer, frame_shift)
+    search = BeamSearch(options, tokenizer, frame_shift)
+    return lambda log_probs: next(iter(search(log_probs)), [])  # no hypothesis: no words
 
 
 def _batches(order: list[int], seconds: list[float]):

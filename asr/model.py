@@ -143,17 +143,24 @@ class RecurrentCTC(nn.Module):
 
 
 MODEL_FORMAT = "asr-recurrent-ctc/1"  # the "format" key of every model file
+# Where the English model shipped with the package goes (trained on the synth recipe).
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default.pt"
 
 
-def save_model(model: RecurrentCTC, path) -> Path:
-    """Write ``model`` (config + weights, plain types only) to one file, atomically.
+def save_network(model: nn.Module, fmt: str, path) -> Path:
+    """Write a network with a ``config`` dataclass to one self-describing file, atomically.
 
-    The file is written beside ``path`` and renamed over it, so an interrupted save never
-    leaves a half-written model where a good one was.
+    The file holds ``fmt``, the config as a dict and the state dict: plain types and tensors.
+    It is written beside ``path`` and renamed over it, so an interrupted save never leaves a
+    half-written file where a good one was. Weights are stored as float16, which halves the
+    file; :func:`load_network` loads them into float32. Buffers (normalisation statistics)
+    keep their type.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    package = {"format": MODEL_FORMAT, "config": asdict(model.config), "state_dict": model.state_dict()}
+    weights = {name for name, _ in model.named_parameters()}
+    state = {name: t.half() if name in weights else t for name, t in model.state_dict().items()}
+    package = {"format": fmt, "config": asdict(model.config), "state_dict": state}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -169,23 +176,53 @@ class ModelFileError(ValueError):
     """A model file that is missing, damaged, or not one of ours."""
 
 
-def load_model(path, device: str | torch.device = "cpu") -> RecurrentCTC:
-    """Load a model file written by :func:`save_model` (``asr export``), ready for inference."""
+def load_network(path, fmt: str, build, kind: str, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the network of a file written by :func:`save_network` with format ``fmt``.
+
+    Args:
+        build: config dict -> network (e.g. ``lambda c: RecurrentCTC(ModelConfig(**c))``).
+        kind: what the file should be, for error messages ("model file", "character LM file").
+
+    Raises:
+        ModelFileError: the file is missing, not a torch file, of another format, or of
+            another version of the network; the message names the file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
+        raise ModelFileError(f"{path}: no such {kind}")
     try:
         # weights_only: a model file holds tensors and plain types, never code to run.
         package = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelFileError(f"{path}: not a model file of this toolkit ({type(err).__name__})") from None
-    if not isinstance(package, dict) or package.get("format") != MODEL_FORMAT:
-        checkpoint = isinstance(package, dict) and "state_dict" in package
-        hint = " (a training checkpoint? run 'asr export CKPT MODEL' first)" if checkpoint else ""
-        raise ModelFileError(f"{path}: not a model file of this toolkit{hint}")
+        raise ModelFileError(f"{path}: not a {kind} of this toolkit ({type(err).__name__})") from None
+    if not isinstance(package, dict) or package.get("format") != fmt:
+        found = package.get("format") if isinstance(package, dict) else None
+        checkpoint = isinstance(package, dict) and "state_dict" in package and not found
+        hint = f" (its format is {found!r})" if found else ""
+        hint += " (a training checkpoint? run 'asr export CKPT OUT' first)" if checkpoint else ""
+        raise ModelFileError(f"{path}: not a {kind} of this toolkit{hint}")
     try:
-        model = RecurrentCTC(ModelConfig(**package["config"]))
+        model = build(package["config"])
         model.load_state_dict(package["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ModelFileError(f"{path}: model file does not match this version ({err})") from None
+        raise ModelFileError(f"{path}: {kind} does not match this version ({err})") from None
     return model.to(device).eval()
+
+
+def save_model(model: RecurrentCTC, path) -> Path:
+    """Write a recognizer (config, float16 weights, feature statistics) to one file, atomically."""
+    return save_network(model, MODEL_FORMAT, path)
+
+
+def load_model(path=None, device: str | torch.device = "cpu") -> RecurrentCTC:
+    """Load a model file written by :func:`save_model` (``asr export``), ready for inference.
+
+    Without ``path``, the English model shipped with the package (:data:`DEFAULT_MODEL`).
+    """
+    if path is None and not DEFAULT_MODEL.is_file():
+        raise ModelFileError(
+            f"no model file given, and this installation has no default model ({DEFAULT_MODEL}): "
+            "train one (make train RECIPE=smoke) and pass it with --model"
+        )
+    build = lambda config: RecurrentCTC(ModelConfig(**config))  # noqa: E731
+    return load_network(path or DEFAULT_MODEL, MODEL_FORMAT, build, "model file", device)

@@ -7,6 +7,8 @@ apostrophes and single spaces. Numbers become words ("in 1984" -> "in nineteen e
 
 import re
 import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
 
 from num2words import num2words
 
@@ -105,3 +107,26 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         """Token ids (blanks and repeats already removed) -> text."""
         return "".join(self.tokens[i] for i in ids if i != 0).strip()
+
+
+def read_text_file(path) -> Iterator[str]:
+    """The lines of a UTF-8 text file, one sentence each, without their line ends.
+
+    The file is checked now (it must exist and not be empty) and read lazily.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such text file (expected one sentence per line)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty text file (expected one sentence per line)")
+    return _lines(path)
+
+
+def _lines(path: Path) -> Iterator[str]:
+    # Decoded line by line, so that an encoding error can say which line it is on.
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield raw.rstrip(b"\r\n").decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}: line {number} is not UTF-8 text") from None

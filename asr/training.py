@@ -1,4 +1,5 @@
-"""The LightningModule that trains a :class:`~asr.model.RecurrentCTC` with CTC loss.
+"""The LightningModules: :class:`CTCTraining` trains a :class:`~asr.model.RecurrentCTC` with CTC
+loss, :class:`CharLMTraining` a :class:`~asr.charlm.CharLM` with cross-entropy.
 
 The network, optimizer and LR schedule are injected (LightningCLI fills them from YAML);
 this file only says how one step is computed and measured.
@@ -11,9 +12,11 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from asr.audio import SAMPLE_RATE
+from asr.charlm import IGNORE, CharLM, CharLMConfig, save_charlm
 from asr.decoding import greedy_decode
 from asr.model import ModelConfig, RecurrentCTC, save_model
 from asr.text import normalize_text
@@ -145,19 +148,96 @@ class CTCTraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def export_checkpoint(checkpoint, output) -> RecurrentCTC:
-    """Write the network of a training checkpoint to a self-contained model file."""
+class CharPerplexity(MeanMetric):
+    """exp of the mean loss per character, weighted by characters: the perplexity of a whole set."""
+
+    def compute(self) -> torch.Tensor:
+        return super().compute().exp()
+
+
+class CharLMTraining(L.LightningModule):
+    """Trains a :class:`CharLM` with cross-entropy on batches from :class:`TextDataModule`.
+
+    Logs train_loss, {val,test}_loss (nats per character, end of sentence included) and
+    {val,test}_ppl (perplexity per character, over the whole set).
+
+    Args:
+        net: the network's configuration (``model.net.*`` in YAML).
+        optimizer: builds the optimizer from the parameters (AdamW: lr 1e-3, weight decay 1e-2).
+        lr_scheduler: builds a per-step schedule, e.g. ``asr.training.WarmupLR``; None: constant LR.
+    """
+
+    def __init__(
+        self,
+        net: CharLMConfig | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.net = CharLM(net or CharLMConfig())
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.ppl = nn.ModuleDict({split: CharPerplexity() for split in ("val", "test")})
+
+    def _loss(self, sentences: list[str]) -> tuple[torch.Tensor, int]:
+        inputs, targets = self.net.batch(sentences)
+        logits, _ = self.net(inputs)  # (B, L, V)
+        # fp32 even under bf16 autocast: the loss is a log of small probabilities.
+        loss = nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE)
+        return loss, int((targets != IGNORE).sum())
+
+    def training_step(self, batch: list[str], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def _evaluate(self, batch: list[str], split: str) -> None:
+        loss, chars = self._loss(batch)
+        self.log(f"{split}_loss", loss, prog_bar=True, batch_size=chars)  # weighted: per character
+        self.ppl[split].update(loss, weight=chars)
+        self.log(f"{split}_ppl", self.ppl[split], prog_bar=True)
+
+    def validation_step(self, batch: list[str], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: list[str], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _network_of(checkpoint, config_class, network_class) -> nn.Module:
+    """The network (``net.*`` weights) of a training checkpoint, rebuilt from its hyperparameters."""
     # weights_only=False: a checkpoint of one's own training run holds pickled hyperparameters.
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{checkpoint}: not a training checkpoint (no state_dict)")
-    config = ckpt.get("hyper_parameters", {}).get("net") or ModelConfig()
+    config = ckpt.get("hyper_parameters", {}).get("net") or config_class()
     # LightningCLI stores the dataclass argument as a plain dict.
-    net = RecurrentCTC(ModelConfig(**config) if isinstance(config, dict) else config)
+    net = network_class(config_class(**config) if isinstance(config, dict) else config)
     net.load_state_dict(
         {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     )
+    return net
+
+
+def export_checkpoint(checkpoint, output) -> RecurrentCTC:
+    """Write the recognizer of a training checkpoint to a self-contained model file."""
+    net = _network_of(checkpoint, ModelConfig, RecurrentCTC)
     if not net.frontend.has_stats:
         raise ValueError(f"{checkpoint}: the feature statistics were never computed (was it trained?)")
     save_model(net, output)
+    return net
+
+
+def export_charlm(checkpoint, output) -> CharLM:
+    """Write the language model of a :class:`CharLMTraining` checkpoint to an LM file."""
+    net = _network_of(checkpoint, CharLMConfig, CharLM)
+    save_charlm(net, output)
     return net

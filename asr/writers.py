@@ -1,11 +1,11 @@
-"""Output formats for transcripts: txt, json, jsonl, srt, vtt."""
+"""Output formats for transcripts: txt, json, jsonl, srt, vtt, tsv (one row per word)."""
 
 import json
 from dataclasses import asdict
 
 from asr.decoding import Transcription, Word
 
-FORMATS = ("txt", "json", "jsonl", "srt", "vtt")
+FORMATS = ("txt", "json", "jsonl", "srt", "vtt", "tsv")
 MAX_CUE_WORDS = 10  # words per subtitle cue
 MAX_CUE_SECONDS = 5.0  # a cue never spans more than this
 CUE_PAUSE = 0.6  # seconds of silence between words that start a new cue
@@ -48,6 +48,7 @@ def format_results(results: list[tuple[str, Transcription]], fmt: str) -> str:
     """Render ``(audio path, transcription)`` pairs in ``fmt``; the text ends with a newline.
 
     txt gives one transcript per line (prefixed with the path when there are several);
+    tsv one row per word: audio, start and end in seconds, confidence, word;
     srt and vtt are one subtitle document, so they take exactly one input.
     """
     if fmt not in FORMATS:
@@ -59,6 +60,13 @@ def format_results(results: list[tuple[str, Transcription]], fmt: str) -> str:
         return json.dumps([_record(a, r) for a, r in results], indent=2) + "\n"
     if fmt == "jsonl":
         return "".join(json.dumps(_record(a, r)) + "\n" for a, r in results)
+    if fmt == "tsv":
+        rows = [
+            f"{a}\t{w.start:.2f}\t{w.end:.2f}\t{w.confidence:.3f}\t{w.text}\n"
+            for a, r in results
+            for w in r.words
+        ]
+        return "audio\tstart\tend\tconfidence\tword\n" + "".join(rows)
     if fmt == "txt":
         return "".join(f"{a}: {r.text}\n" if several else f"{r.text}\n" for a, r in results)
     return _subtitles(results[0][1], vtt=fmt == "vtt")

@@ -1,9 +1,12 @@
-"""Greedy CTC decoding: per-frame log-probabilities -> words with times and confidences."""
+"""CTC decoding (greedy, beam search with LMs): per-frame log-probabilities -> words with times."""
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from asr.decoding import Word, greedy_decode, words_from_tokens
+from asr.decoding import BeamSearch, DecodingOptions, Word, greedy_decode, words_from_tokens
+from asr.ngram import build_arpa
 from asr.text import CharTokenizer
 
 TOKENIZER = CharTokenizer()
@@ -161,3 +164,62 @@ def test_words_from_tokens_of_nothing_is_empty():
 def test_words_from_tokens_rejects_mismatched_lengths():
     with pytest.raises(ValueError):
         words_from_tokens(TOKENIZER.encode("ab"), [0], [0.5, 0.5], TOKENIZER, FRAME_SHIFT)
+
+
+# beam search
+
+
+def ambiguous_log_probs(first: str = "k", second: str = "c") -> torch.Tensor:
+    """(T, V) frames of "the ?at sat" where ``first`` (0.5) is a little likelier than ``second`` (0.4)."""
+    frames = frame_log_probs("the_ _xat_ _sat").exp()  # frame 6 is replaced
+    q = frames[6].clone()
+    q[:] = 0.1 / (len(TOKENIZER) - 2)
+    q[label_id(first)], q[label_id(second)] = 0.5, 0.4
+    frames[6] = q
+    return frames.log()
+
+
+def test_beam_search_without_lm_agrees_with_greedy():
+    log_probs = frame_log_probs("_hh_e_ll_llo_  _w_orr_ld__", 0.8)
+    beam = BeamSearch(DecodingOptions(method="beam", beam_size=8), TOKENIZER, FRAME_SHIFT)
+    assert beam(log_probs)[0] == greedy_decode(log_probs, TOKENIZER, FRAME_SHIFT)
+
+
+def test_beam_search_returns_nbest_best_first():
+    search = BeamSearch(DecodingOptions(method="beam", nbest=3), TOKENIZER, FRAME_SHIFT)
+    hyps = [text_of(words) for words in search(ambiguous_log_probs())]
+    assert hyps[:2] == ["the kat sat", "the cat sat"]
+
+
+@pytest.fixture(scope="module")
+def word_lm(tmp_path_factory) -> str:
+    text = ["the cat sat on the mat", "a cat sat", "the cat sat down", "my dog sat on the cat"]
+    return str(build_arpa(text, tmp_path_factory.mktemp("lm") / "lm.arpa", order=3))
+
+
+def test_an_ngram_lm_tips_an_ambiguous_word_to_the_likelier_sentence(word_lm):
+    emissions = ambiguous_log_probs(first="m", second="c")  # "the mat sat" is what the audio favours
+    for weight, expected in ((0.0, "the mat sat"), (1.0, "the cat sat")):
+        options = DecodingOptions(method="beam", lm=word_lm, lm_weight=weight)
+        assert text_of(BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions)[0]) == expected
+    assert Path(f"{word_lm}.lexicon").read_text().count("\n") == 9  # the LM's words, written once
+
+
+def test_a_lexicon_keeps_the_search_to_its_words(word_lm):
+    options = DecodingOptions(method="beam", lm=word_lm, lm_weight=0.0)
+    # "kat" is likelier in the audio, but no word of the lexicon.
+    assert text_of(BeamSearch(options, TOKENIZER, FRAME_SHIFT)(ambiguous_log_probs())[0]) == "the cat sat"
+
+
+def test_beam_words_carry_times_and_confidences(word_lm):
+    options = DecodingOptions(method="beam", lm=word_lm, lm_weight=1.0)
+    words = BeamSearch(options, TOKENIZER, FRAME_SHIFT)(ambiguous_log_probs())[0]
+    assert [w.start for w in words] == [0.0, round(6 * FRAME_SHIFT, 3), round(12 * FRAME_SHIFT, 3)]
+    assert words[1].confidence == pytest.approx((0.4 + 0.9 + 0.9) / 3, abs=1e-3)  # "c" was the 0.4 choice
+
+
+def test_decoding_options_are_checked():
+    with pytest.raises(ValueError, match="greedy or beam"):
+        DecodingOptions(method="viterbi")
+    with pytest.raises(ValueError, match="one language model"):
+        DecodingOptions(method="beam", lm="a.arpa", charlm="b.pt")

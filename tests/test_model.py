@@ -64,7 +64,9 @@ def test_save_and_load_round_trip(tmp_path):
     assert not loaded.training
     audio, lens = torch.randn(1, 8000), torch.tensor([8000])
     with torch.no_grad():
-        torch.testing.assert_close(loaded(audio, lens)[0], model(audio, lens)[0])
+        # float16 storage of the weights: outputs agree closely, parameters are float32 again.
+        torch.testing.assert_close(loaded(audio, lens)[0], model(audio, lens)[0], atol=2e-2, rtol=1e-2)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
     assert float(loaded.frontend.mean[0]) == 1.5
 
 

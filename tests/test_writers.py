@@ -206,3 +206,17 @@ def test_vtt_without_words_is_a_header_only_document():
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_ends_with_a_newline(fmt):
     assert format_results([("a.wav", HELLO)], fmt).endswith("\n")
+
+
+def test_tsv_has_a_header_and_one_row_per_word_of_every_input():
+    first = transcription(("hello", 0.12, 0.5), ("world", 0.61, 1.0))
+    second = transcription(("again", 2.0, 2.346))
+    rows = [
+        line.split("\t") for line in format_results([("a.wav", first), ("b.wav", second)], "tsv").splitlines()
+    ]
+    assert rows[0] == ["audio", "start", "end", "confidence", "word"]
+    assert rows[1:] == [
+        ["a.wav", "0.12", "0.50", "0.900", "hello"],
+        ["a.wav", "0.61", "1.00", "0.900", "world"],
+        ["b.wav", "2.00", "2.35", "0.900", "again"],
+    ]

@@ -10,6 +10,8 @@ Stages (each resumable; a finished stage does nothing when run again):
 3. speech    every planned clip rendered, augmented and written as 16 kHz FLAC
              -> audio/<split>/<nnn>/<id>.flac (clips already on disk are kept)
 4. manifests lhotse cut manifests and a summary -> cuts_<split>.jsonl.gz, summary.json
+5. lm        language model text (every training sentence, none of dev/test) and a word
+             3-gram built from it -> lm/{train,dev}.txt, lm/words.arpa
 
 Splits: ``train`` (augmented), ``dev`` and ``test`` (clean, seen voices, unseen sentences),
 ``test_unseen_voice`` (the test sentences spoken by flite's awb and rms, voices whose
@@ -34,6 +36,8 @@ import soxr
 from lhotse import CutSet
 from tqdm import tqdm
 
+from asr.ngram import build_arpa
+from asr.text import read_text_file
 from recipes.common import clip_cuts, write_atomically
 from recipes.synth import augment, text, voices
 
@@ -219,7 +223,23 @@ def stage_manifests(out: Path) -> dict:
     return summary
 
 
-def prepare(out, size: str = "default", seed: int = 0, stage: int = 1, stop_stage: int = 4, workers: int = 2):
+def stage_lm(out: Path) -> None:
+    """Transcripts as LM text, one sentence per line, and a word 3-gram of the training text.
+
+    All training sentences serve, also those no clip speaks; dev and test sentences never.
+    """
+    (out / "lm").mkdir(exist_ok=True)
+    for split in ("train", "dev"):
+        path = out / "lm" / f"{split}.txt"
+        if not path.exists():
+            lines = "".join(transcript + "\n" for _, transcript in _read_text(out, split))
+            write_atomically(path, lambda p, lines=lines: p.write_text(lines))
+    if not (out / "lm" / "words.arpa").exists():
+        build_arpa(read_text_file(out / "lm" / "train.txt"), out / "lm" / "words.arpa", order=3)
+        print(f"lm: {out / 'lm' / 'words.arpa'} from {out / 'lm' / 'train.txt'}")
+
+
+def prepare(out, size: str = "default", seed: int = 0, stage: int = 1, stop_stage: int = 5, workers: int = 2):
     """Run stages ``stage``..``stop_stage`` into ``out``; returns the manifest paths by split."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +252,7 @@ def prepare(out, size: str = "default", seed: int = 0, stage: int = 1, stop_stag
         2: lambda: stage_plan(out, size, seed),
         3: lambda: stage_speech(out, workers),
         4: lambda: stage_manifests(out),
+        5: lambda: stage_lm(out),
     }
     for number in range(stage, stop_stage + 1):
         steps[number]()
@@ -245,8 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stage", type=int, default=1, choices=range(1, 5))
-    parser.add_argument("--stop-stage", type=int, default=4, choices=range(1, 5))
+    parser.add_argument("--stage", type=int, default=1, choices=range(1, 6))
+    parser.add_argument("--stop-stage", type=int, default=5, choices=range(1, 6))
     parser.add_argument("--workers", type=int, default=2, help="rendering processes")
     args = parser.parse_args(argv)
     try:

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from lhotse import CutSet
 
+from asr.cli import main
 from asr.text import normalize_text
 from recipes.synth import augment, prepare, text, voices
+from tests.recipes.helpers import REPO
 
 
 def test_fortune_paragraphs_drop_attributions_and_overstrike(tmp_path):
@@ -137,6 +139,10 @@ def test_prepare_makes_disjoint_splits_with_held_out_voices(tiny_recipe, tmp_pat
         assert cut.sampling_rate == 16000 and audio.shape[1] > 8000 and np.abs(audio).max() > 0.01
     assert all(c.supervisions[0].custom["effects"] == {"seed": 0, "vtl": 1.0} for c in cuts["test"])
     assert json.loads((tmp_path / "summary.json").read_text())["train"]["clips"] == 6
+    # LM text: every training sentence (also those no clip speaks), no dev or test one.
+    lm_text = set((tmp_path / "lm" / "train.txt").read_text().splitlines())
+    assert len(lm_text) == 40 - 8 and not lm_text & (_texts(manifests["dev"]) | _texts(manifests["test"]))
+    assert (tmp_path / "lm" / "words.arpa").read_text().startswith("\\data\\")
 
 
 def test_prepare_resumes_and_grows_without_rendering_twice(tiny_recipe, tmp_path):
@@ -158,3 +164,11 @@ def test_prepare_refuses_a_folder_made_with_another_seed(tiny_recipe, tmp_path):
     prepare.prepare(tmp_path, size="tiny", stop_stage=1)
     with pytest.raises(ValueError, match="another seed"):
         prepare.prepare(tmp_path, size="tiny", seed=1, stop_stage=1)
+
+
+def test_charlm_config_is_valid(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lm", "fit", "--config", str(REPO / "recipes" / "synth" / "charlm.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    config = capsys.readouterr().out
+    assert "train_text: data/synth/lm/train.txt" in config and "hidden_size: 512" in config

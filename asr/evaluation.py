@@ -1,0 +1,141 @@
+"""Scoring a recognizer on a cut manifest: WER, CER and speed.
+
+Any recognizer that maps a batch of 16 kHz waveforms to texts can be scored, so our models
+and reference recognizers are measured by the same code on the same audio.
+"""
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from lhotse import CutSet
+from torchmetrics.functional.text import char_error_rate, word_error_rate
+
+from asr.audio import SAMPLE_RATE
+from asr.text import DEFAULT_ALPHABET, normalize_text
+
+Recognizer = Callable[[list[np.ndarray]], list[str]]
+
+
+@dataclass
+class Evaluation:
+    """Hypotheses against references, and the seconds the recognizer spent on them."""
+
+    ids: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)
+    hyps: list[str] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    elapsed: float = 0.0  # wall seconds inside the recognizer (audio loading excluded)
+
+    @property
+    def wer(self) -> float:
+        return float(word_error_rate(self.hyps, self.refs))
+
+    @property
+    def cer(self) -> float:
+        return float(char_error_rate(self.hyps, self.refs))
+
+    @property
+    def speed(self) -> float:
+        """Audio seconds recognized per wall second (x real time)."""
+        return self.audio_seconds / max(self.elapsed, 1e-9)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.ids)} utterances, {self.audio_seconds / 60:.1f} min, WER {100 * self.wer:.2f} %, "
+            f"CER {100 * self.cer:.2f} %, {self.speed:.0f}x real time"
+        )
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """One JSON object per utterance (id, ref, hyp, wer), written atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".partial-{path.name}")
+        with partial.open("w") as f:
+            for i, r, h in zip(self.ids, self.refs, self.hyps, strict=True):
+                wer = round(float(word_error_rate(h, r)), 4)
+                f.write(json.dumps({"id": i, "ref": r, "hyp": h, "wer": wer}) + "\n")
+        os.replace(partial, path)
+        return path
+
+
+def evaluate(
+    recognize: Recognizer, cuts: CutSet, alphabet: str = DEFAULT_ALPHABET, batch_size: int = 64
+) -> Evaluation:
+    """Run ``recognize`` over ``cuts`` (resampled to 16 kHz, downmixed) in batches and score it.
+
+    References are the cuts' supervision texts normalised to ``alphabet``.
+    """
+    result = Evaluation()
+    for chunk in _chunks(cuts.resample(SAMPLE_RATE), batch_size):
+        audio = [cut.load_audio().mean(axis=0) for cut in chunk]
+        started = time.perf_counter()
+        hyps = recognize(audio)
+        result.elapsed += time.perf_counter() - started
+        for cut, hyp in zip(chunk, hyps, strict=True):
+            result.ids.append(cut.id)
+            result.refs.append(normalize_text(" ".join(s.text or "" for s in cut.supervisions), alphabet))
+            result.hyps.append(hyp)
+            result.audio_seconds += cut.duration
+    return result
+
+
+def model_recognizer(model, options=None) -> Recognizer:
+    """A loaded model's transcription (greedy, or as ``options`` say) as a :data:`Recognizer`."""
+    return lambda audio: [r.text for r in model.transcribe_batch(audio, SAMPLE_RATE, options)]
+
+
+def pocketsphinx_recognizer() -> Recognizer:
+    """PocketSphinx 5 with the US English model its wheel ships, as a :data:`Recognizer`.
+
+    A reference point trained on real speech: it is scored by the same code on the same audio.
+    Its words are normalised like ours (it writes some as "o'clock", "i'm").
+    """
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        raise ValueError("pocketsphinx is not installed: pip install pocketsphinx==5.1.1") from None
+    decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+
+    def recognize(audio: list[np.ndarray]) -> list[str]:
+        texts = []
+        for samples in audio:
+            pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+            decoder.start_utt()
+            decoder.process_raw(pcm, full_utt=True)
+            decoder.end_utt()
+            hyp = decoder.hyp()
+            texts.append(normalize_text(hyp.hypstr) if hyp else "")
+        return texts
+
+    return recognize
+
+
+RECOGNIZERS = {"pocketsphinx": pocketsphinx_recognizer}
+
+
+def table(rows: list[tuple[str, str, Evaluation]]) -> str:
+    """Markdown table of (test set, recognizer, result) rows."""
+    lines = [
+        "| test set | recognizer | utterances | WER % | CER % | speed (x real time) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, recognizer, r in rows:
+        scores = f"{100 * r.wer:.2f} | {100 * r.cer:.2f} | {r.speed:.0f}"
+        lines.append(f"| {name} | {recognizer} | {len(r.ids)} | {scores} |")
+    return "\n".join(lines)
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,199 @@
+"""Word n-gram language models for beam-search decoding: ARPA files and lexicons.
+
+``build_arpa`` counts word n-grams in normalised sentences and estimates an interpolated
+modified Kneser-Ney model (Chen & Goodman 1998), as KenLM's ``lmplz`` does.
+For an n-gram ``h w`` with adjusted count ``c`` (raw counts at the highest order and for
+n-grams starting with <s>; elsewhere the number of distinct words seen to the left)::
+
+    p(w | h) = (c(h w) - D(c(h w))) / c(h .)  +  gamma(h) * p(w | h')      h' = h minus its first word
+    gamma(h) = (D1 N1(h .) + D2 N2(h .) + D3+ N3+(h .)) / c(h .)
+
+where ``Nk(h .)`` counts the words seen after ``h`` exactly k (or 3+) times. The unigram
+level interpolates with a uniform distribution over the vocabulary, </s> and <unk>, so
+<unk> gets what the discounts free up. The discounts of each order come from its
+count-of-counts ``t1..t4``: ``Y = t1 / (t1 + 2 t2)``, ``Dk = k - (k + 1) Y t(k+1) / tk``.
+The ARPA file stores ``log10 p(w | h)`` and, as the backoff weight of ``h``,
+``log10 gamma(h)``: an interpolated model backs off to exactly ``gamma(h) p(w | h')``.
+
+``write_lexicon`` writes the spelling of each word for torchaudio's ``ctc_decoder``.
+"""
+
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from asr.text import DEFAULT_ALPHABET, normalize_text
+
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+WORD_BOUNDARY = "|"  # the decoder's word separator token (sil_token): never part of a word
+# Used for an order whose count-of-counts cannot give a discount in (0, k), as happens on
+# tiny corpora (no n-gram seen twice, say): the magnitudes the estimate has on real text.
+FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+NEVER = -99.0  # log10 probability of <s>, which is a context but never predicted
+
+
+def count_ngrams(texts: Iterable[str], order: int, alphabet: str = DEFAULT_ALPHABET) -> list[Counter]:
+    """Adjusted Kneser-Ney counts of orders 1..``order``: ``counts[n - 1][(w1, ..., wn)]``.
+
+    Every normalised, non-empty sentence is wrapped in <s> ... </s>.
+    """
+    top, starts = Counter(), [Counter() for _ in range(order)]
+    for text in texts:
+        words = normalize_text(text, alphabet).split()
+        if not words:
+            continue
+        tokens = [BOS, *words, EOS]
+        if order == 1:
+            top.update((t,) for t in tokens[1:])  # <s> is never predicted
+            continue
+        top.update(zip(*(tokens[i:] for i in range(order)), strict=False))
+        # Nothing precedes <s>, so n-grams starting with it keep their raw counts.
+        for n in range(2, min(order, len(tokens) + 1)):
+            starts[n - 1][tuple(tokens[:n])] += 1
+    counts = [top]
+    for n in range(order - 1, 0, -1):
+        # Continuation count: the number of distinct words seen before the n-gram.
+        lower = Counter(g[1:] for g in counts[0])
+        lower.update(starts[n - 1])  # disjoint from the continuation counts
+        counts.insert(0, lower)
+    return counts
+
+
+def discounts(counts: Counter) -> tuple[float, float, float]:
+    """Chen & Goodman's D1, D2, D3+ from the count-of-counts of one order's counts."""
+    t = Counter(counts.values())
+    if t[1] == 0 or t[2] == 0:
+        return FALLBACK_DISCOUNTS
+    y = t[1] / (t[1] + 2 * t[2])
+    estimate = [k - (k + 1) * y * t[k + 1] / t[k] if t[k] else 0.0 for k in (1, 2, 3)]
+    return tuple(
+        d if 0 < d < k else f for k, d, f in zip((1, 2, 3), estimate, FALLBACK_DISCOUNTS, strict=True)
+    )
+
+
+def estimate(counts: list[Counter]) -> tuple[list[dict], list[dict]]:
+    """Interpolated modified Kneser-Ney: ``(probs, backoffs)``, both per order.
+
+    ``probs[n - 1][ngram]`` is ``p(w | h)`` for every counted n-gram ``h w`` (and <unk>);
+    ``backoffs[n - 1][h]`` is ``gamma(h)`` for every context ``h`` of an n-gram.
+    """
+    probs, backoffs = [], []
+    for ngrams in counts:
+        d1, d2, d3plus = discounts(ngrams)
+        cut = {c: d1 if c == 1 else d2 if c == 2 else d3plus for c in set(ngrams.values())}  # D(c)
+        total, freed = {}, {}  # per context h: c(h .) and D1 N1(h .) + D2 N2(h .) + D3+ N3+(h .)
+        for g, c in ngrams.items():
+            h = g[:-1]
+            total[h] = total.get(h, 0) + c
+            freed[h] = freed.get(h, 0.0) + cut[c]
+        gamma = {h: freed[h] / total[h] for h in total}
+        # Below the unigrams (whose g[1:] is ()) lies the uniform distribution over words + <unk>.
+        lower = probs[-1] if probs else {(): 1.0 / (len(ngrams) + 1)}
+        p = {g: (c - cut[c]) / total[g[:-1]] + gamma[g[:-1]] * lower[g[1:]] for g, c in ngrams.items()}
+        if not probs:
+            p[(UNK,)] = gamma[()] * lower[()]
+        probs.append(p)
+        backoffs.append(gamma)
+    return probs, backoffs
+
+
+def _arpa_lines(probs: list[dict], backoffs: list[dict]) -> Iterator[str]:
+    """The ARPA text: log10 probabilities, then log10 backoff weights where there are any."""
+    order = len(probs)
+    yield "\\data\\\n"
+    for n, p in enumerate(probs, start=1):
+        yield f"ngram {n}={len(p) + (n == 1)}\n"  # + <s> among the unigrams
+    for n, p in enumerate(probs, start=1):
+        yield f"\n\\{n}-grams:\n"
+        contexts = backoffs[n] if n < order else {}
+        if n == 1:
+            start = f"\t{math.log10(contexts[(BOS,)]):.6f}" if (BOS,) in contexts else ""
+            yield f"{NEVER:.6f}\t{BOS}{start}\n"
+        for g, prob in p.items():
+            words = " ".join(g)
+            if g in contexts:
+                yield f"{math.log10(prob):.6f}\t{words}\t{math.log10(contexts[g]):.6f}\n"
+            else:
+                yield f"{math.log10(prob):.6f}\t{words}\n"
+    yield "\n\\end\\\n"
+
+
+def _write_atomically(lines: Iterable[str], out_path) -> Path:
+    """Write ``lines`` to a hidden partial file beside ``out_path``, then rename it over it.
+
+    An interrupted write leaves whatever was at ``out_path`` untouched and no partial file.
+    """
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".partial-{path.name}")
+    try:
+        with partial.open("w", encoding="utf-8") as f:
+            f.writelines(lines)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def build_arpa(texts: Iterable[str], out_path, order: int = 3, alphabet: str = DEFAULT_ALPHABET) -> Path:
+    """Estimate an interpolated modified Kneser-Ney ``order``-gram model of ``texts`` (one
+    sentence each, normalised with ``alphabet``) and write it as an ARPA file, atomically."""
+    if order < 1:
+        raise ValueError(f"the n-gram order must be at least 1, got {order}")
+    counts = count_ngrams(texts, order, alphabet)
+    if not counts[0]:
+        raise ValueError(f"no words to build {out_path} from: every sentence was empty after normalisation")
+    return _write_atomically(_arpa_lines(*estimate(counts)), out_path)
+
+
+def arpa_sizes(path) -> list[int]:
+    """The number of n-grams of each order, read from an ARPA file's \\data\\ header."""
+    sizes = []
+    with Path(path).open(encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("ngram "):
+                sizes.append(int(line.split("=")[1]))
+            elif line.startswith("\\") and sizes:
+                break
+    return sizes
+
+
+def arpa_words(path) -> Iterator[str]:
+    """The words of an ARPA file's 1-grams (<s>, </s> and <unk> included)."""
+    with Path(path).open(encoding="utf-8") as f:
+        in_unigrams = False
+        for line in f:
+            if line.startswith("\\"):
+                if in_unigrams:
+                    return
+                in_unigrams = line.strip() == "\\1-grams:"
+            elif in_unigrams and line.strip():
+                yield line.split("\t")[1].strip()
+
+
+def write_lexicon(words: Iterable[str], out_path) -> Path:
+    """Write a lexicon for torchaudio's ``ctc_decoder`` (flashlight format), atomically.
+
+    One line per distinct word: the word, a tab, its characters separated by spaces, e.g.
+    ``don't<TAB>d o n ' t``. No word boundary token ends a spelling: a CTC recognizer emits a
+    space between words but none after the last one, and the decoder puts its word separator
+    between words itself. The special tokens <s>, </s> and <unk> are left out: the decoder
+    adds <unk> itself and has no spelling for them.
+    """
+
+    def lines():
+        seen = {BOS, EOS, UNK}
+        for word in words:
+            if word in seen:
+                continue
+            if not word or any(c.isspace() or c == WORD_BOUNDARY for c in word):
+                raise ValueError(
+                    f"{out_path}: cannot spell {word!r}: a word must be non-empty, without spaces or '|'"
+                )
+            seen.add(word)
+            yield f"{word}\t{' '.join(word)}\n"
+
+    return _write_atomically(lines(), out_path)
