@@ -119,6 +119,8 @@ def evaluate_command(args) -> int:
                 _fail(f"{manifest}: the manifest holds no cuts")
                 return 1
             print(f"{manifest} ({recognizer}): {result.summary()}", file=sys.stderr)
+            if args.show:
+                print(result.listing(), end="")
             suffix = "" if recognizer == ours else f".{recognizer}"
             stem = str(manifest).removesuffix(".gz").removesuffix(".jsonl")
             default = f"{stem}{suffix}.hyps.jsonl"
@@ -259,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--output-dir", help="write <manifest>[.<recognizer>].hyps.jsonl here; default: beside each manifest"
+    )
+    p.add_argument(
+        "--show", action="store_true", help="also print every utterance's reference and hypothesis"
     )
     _add_decoding_arguments(p)
     p.set_defaults(run=evaluate_command)

@@ -4,8 +4,6 @@ A plain ``nn.Module`` (no Lightning), so inference needs only torch. Shapes: B b
 S audio samples, T frames, F mel bins, H hidden units, V vocabulary (with the blank).
 """
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import torch
 from torch import nn
 
 from asr.features import LogMel, _length_mask
+from asr.files import write_atomically
 from asr.inference import transcribe as _transcribe
 from asr.inference import transcribe_batch as _transcribe_batch
 from asr.text import DEFAULT_ALPHABET, CharTokenizer
@@ -156,20 +155,10 @@ def save_network(model: nn.Module, fmt: str, path) -> Path:
     file; :func:`load_network` loads them into float32. Buffers (normalisation statistics)
     keep their type.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     weights = {name for name, _ in model.named_parameters()}
     state = {name: t.half() if name in weights else t for name, t in model.state_dict().items()}
     package = {"format": fmt, "config": asdict(model.config), "state_dict": state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(package, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return write_atomically(path, lambda partial: torch.save(package, partial))
 
 
 class ModelFileError(ValueError):

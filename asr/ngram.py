@@ -19,11 +19,11 @@ The ARPA file stores ``log10 p(w | h)`` and, as the backoff weight of ``h``,
 """
 
 import math
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from asr.files import write_atomically
 from asr.text import DEFAULT_ALPHABET, normalize_text
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -120,24 +120,6 @@ def _arpa_lines(probs: list[dict], backoffs: list[dict]) -> Iterator[str]:
     yield "\n\\end\\\n"
 
 
-def _write_atomically(lines: Iterable[str], out_path) -> Path:
-    """Write ``lines`` to a hidden partial file beside ``out_path``, then rename it over it.
-
-    An interrupted write leaves whatever was at ``out_path`` untouched and no partial file.
-    """
-    path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".partial-{path.name}")
-    try:
-        with partial.open("w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def build_arpa(texts: Iterable[str], out_path, order: int = 3, alphabet: str = DEFAULT_ALPHABET) -> Path:
     """Estimate an interpolated modified Kneser-Ney ``order``-gram model of ``texts`` (one
     sentence each, normalised with ``alphabet``) and write it as an ARPA file, atomically."""
@@ -146,7 +128,7 @@ def build_arpa(texts: Iterable[str], out_path, order: int = 3, alphabet: str = D
     counts = count_ngrams(texts, order, alphabet)
     if not counts[0]:
         raise ValueError(f"no words to build {out_path} from: every sentence was empty after normalisation")
-    return _write_atomically(_arpa_lines(*estimate(counts)), out_path)
+    return _write_lines(out_path, _arpa_lines(*estimate(counts)))
 
 
 def arpa_sizes(path) -> list[int]:
@@ -196,4 +178,12 @@ def write_lexicon(words: Iterable[str], out_path) -> Path:
             seen.add(word)
             yield f"{word}\t{' '.join(word)}\n"
 
-    return _write_atomically(lines(), out_path)
+    return _write_lines(out_path, lines())
+
+
+def _write_lines(path, lines: Iterable[str]) -> Path:
+    def write(partial: Path) -> None:
+        with partial.open("w", encoding="utf-8") as f:
+            f.writelines(lines)
+
+    return write_atomically(path, write)

@@ -25,6 +25,7 @@ from lhotse.audio.utils import AudioLoadingError
 from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 
+from asr.files import write_atomically  # noqa: F401 (the recipes' writer)
 from asr.text import normalize_text
 
 # Seconds of audio a training cut may hold. Shorter clips are mostly silence or a cut-off word;
@@ -64,17 +65,6 @@ class SkipLog:
         lines = "".join(f"{file}\t{reason}\n" for file, reason in sorted(self.entries))
         write_atomically(path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
         return path
-
-
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write`` on a hidden file next to ``path``, then rename it to ``path``.
-
-    A rename within a folder is atomic, so ``path`` is either absent or complete, even after a
-    crash. The temporary name keeps the suffixes (``.jsonl.gz``): lhotse picks the format from them.
-    """
-    partial = path.with_name(f".partial-{path.name}")
-    write(partial)
-    os.replace(partial, path)
 
 
 def clip_cuts(clips: Iterable[tuple[str, Path, str, str, dict | None]]) -> CutSet:

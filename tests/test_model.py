@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,7 +76,7 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def broken_save(obj, f):
-        f.write(b"partial")
+        Path(f).write_bytes(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
