@@ -3,11 +3,11 @@
     python -m recipes.synth.compare [--steps 400] [--dev-cuts 300] [--only NAME ...]
 
 Every variant starts from ``recipes/synth/config.yaml`` (same data, order and seed), changes
-only the network, trains for the same number of updates (so the same audio) with validation
-off, and is scored by greedy decoding on the first dev cuts. The budget is counted in updates,
-not minutes, so that a busy machine cannot favour one variant; the wall-clock speed of each is
-measured alongside, and the final choice weighs the two: a slower network gets fewer updates in
-the same hours. One JSON line per variant is appended to
+one thing (the network, or a training setting), trains for the same number of updates (so the
+same audio) with validation off, and is scored by greedy decoding on the first dev cuts. The
+budget is counted in updates, not minutes, so that a busy machine cannot favour one variant;
+the wall-clock speed of each is measured alongside, and the final choice weighs the two: a
+slower network gets fewer updates in the same hours. One JSON line per variant is appended to
 ``exp/synth-compare/results.jsonl`` (variants already there are not run again, so an
 interrupted comparison resumes), and the Markdown table of all of them is printed.
 """
@@ -26,25 +26,36 @@ from asr.model import save_model
 CONFIG = "recipes/synth/config.yaml"
 OUT = Path("exp/synth-compare")
 DEV = "data/synth/cuts_dev.jsonl.gz"
-# name -> changes to model.net; the first is the reference each other one differs from in one way.
+# name -> command-line overrides of the config; each variant differs in one way from the
+# reference (the first) or from the variant listed just before it.
+REFERENCE = {
+    "model.net.rnn_type": "lstm",
+    "model.net.num_layers": 3,
+    "model.net.hidden_size": 256,
+    "model.net.subsampling": 3,
+    # The settings of the first comparison; the two last variants led to the config's.
+    "model.spec_augment": True,
+    "model.optimizer.lr": 1e-3,
+}
 VARIANTS = {
     "lstm 3x256 sub3": {},
-    "gru 3x256 sub3": {"rnn_type": "gru"},
-    "rnn 3x256 sub3": {"rnn_type": "rnn"},
-    "lstm 2x256 sub3": {"num_layers": 2},
-    "lstm 3x384 sub3": {"hidden_size": 384},
-    "lstm 3x256 sub2": {"subsampling": 2},
-    "lstm 3x256 sub4": {"subsampling": 4},
+    "gru 3x256 sub3": {"model.net.rnn_type": "gru"},
+    "rnn 3x256 sub3": {"model.net.rnn_type": "rnn"},
+    "lstm 2x256 sub3": {"model.net.num_layers": 2},
+    "lstm 3x384 sub3": {"model.net.hidden_size": 384},
+    "lstm 3x256 sub2": {"model.net.subsampling": 2},
+    "lstm 3x256 sub4": {"model.net.subsampling": 4},
+    "lstm 3x256 sub3, no SpecAugment": {"model.spec_augment": False},
+    "lstm 3x256 sub3, no SpecAugment, lr 2e-3": {"model.spec_augment": False, "model.optimizer.lr": 2e-3},
 }
-REFERENCE = {"rnn_type": "lstm", "num_layers": 3, "hidden_size": 256, "subsampling": 3}
 
 
 def run_variant(name: str, steps: int, dev_cuts: int) -> dict:
     """Train one variant for ``steps`` updates and score it; returns its row of the table."""
-    run_dir = OUT / name.replace(" ", "-")
-    net = {**REFERENCE, **VARIANTS[name]}
+    run_dir = OUT / name.replace(", ", "-").replace(" ", "-")
+    overrides = {**REFERENCE, **VARIANTS[name]}
     args = ["fit", "--config", CONFIG, "--trainer.default_root_dir", str(run_dir)]
-    args += [f"--model.net.{key}={value}" for key, value in net.items()]
+    args += [f"--{key}={value}" for key, value in overrides.items()]
     args += [
         f"--trainer.max_steps={steps}",
         "--trainer.callbacks+=lightning.pytorch.callbacks.Timer",  # measures the training time
@@ -61,7 +72,7 @@ def run_variant(name: str, steps: int, dev_cuts: int) -> dict:
     dev = evaluate(model_recognizer(model), read_cuts(DEV).subset(first=dev_cuts), model.config.alphabet)
     return {
         "name": name,
-        **net,
+        **VARIANTS[name],
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "steps": cli.trainer.global_step,
         "train_hours": round(trained / 3600, 2),
