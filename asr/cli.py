@@ -4,7 +4,8 @@
     asr export CHECKPOINT MODEL
     asr transcribe FILE... [--model MODEL] [--format txt|json|jsonl|srt|vtt|tsv]
     asr evaluate [--model MODEL] MANIFEST... [--compare pocketsphinx] [--output-dir DIR]
-    asr lm build TEXT... [--order 3] --out LM.arpa        (word n-gram, Kneser-Ney)
+    asr lm build TEXT... [--order 3] --out LM.arpa[.gz]   (word n-gram, Kneser-Ney)
+    asr lm tune DEV_MANIFEST --lm LM [--model MODEL] [--save]   (LM weight x word score grid)
     asr lm fit|validate|test --config recipes/<corpus>/charlm.yaml   (character RNN LM)
     asr lm export CKPT OUT | sample --model LM [--prompt P] | perplexity --model LM TEXT...
 
@@ -85,7 +86,7 @@ def transcribe_command(args) -> int:
         except AudioError as err:
             _fail(str(err))
             failed += 1
-    options = _decoding_options(args)
+    options = _decoding_options(args, model)
     results = model.transcribe_batch([a for _, a in loaded], SAMPLE_RATE, options) if loaded else []
     pairs = [(path, r) for (path, _), r in zip(loaded, results, strict=True)]
     if args.output_dir:
@@ -105,7 +106,7 @@ def evaluate_command(args) -> int:
     from asr.evaluation import RECOGNIZERS, evaluate, model_recognizer, table
 
     model = _load_model(args.model)
-    options = _decoding_options(args)
+    options = _decoding_options(args, model)
     ours = f"asr {options.name}"
     recognizers = {ours: model_recognizer(model, options)}
     recognizers.update({name: RECOGNIZERS[name]() for name in args.compare})
@@ -156,6 +157,39 @@ def lm_build_command(args) -> int:
     return 0
 
 
+def lm_tune_command(args) -> int:
+    from dataclasses import replace
+
+    from asr.data import read_cuts
+    from asr.decoding import DecodingOptions, write_beam_defaults
+    from asr.evaluation import tune_beam
+    from asr.model import DEFAULT_MODEL
+
+    model = _load_model(args.model)
+    cuts = read_cuts(args.manifest)
+    if args.first:
+        cuts = cuts.subset(first=args.first)
+    base = DecodingOptions(
+        method="beam", beam_size=args.beam_size, beam_threshold=args.beam_threshold, lm=args.lm
+    )
+    grid = [replace(base, lm_weight=w, word_score=s) for w in args.lm_weights for s in args.word_scores]
+    print("| LM weight | word score | WER % | CER % | search speed (x real time) |")
+    print("|---|---|---|---|---|")
+    best = None
+    for options, result in tune_beam(model, cuts, grid):
+        scores = f"{100 * result.wer:.2f} | {100 * result.cer:.2f} | {result.speed:.0f}"
+        print(f"| {options.lm_weight} | {options.word_score} | {scores} |", flush=True)
+        if best is None or (result.wer, result.cer) < (best[1].wer, best[1].cer):
+            best = options, result
+    options, result = best
+    print(f"best: --lm-weight {options.lm_weight} --word-score {options.word_score} "
+          f"(WER {100 * result.wer:.2f} %, {len(result.ids)} utterances of {args.manifest})")  # fmt: skip
+    if args.save:
+        path = write_beam_defaults(args.model or DEFAULT_MODEL, options)
+        print(f"{path}: 'asr transcribe --decoder beam' now uses this LM and these weights with this model")
+    return 0
+
+
 def lm_sample_command(args) -> int:
     from asr.charlm import load_charlm, sample
 
@@ -193,6 +227,22 @@ def _lm_parser(sub) -> None:
     p.add_argument("--out", default="lm.arpa", help="ARPA file to write (default: lm.arpa)")
     p.set_defaults(run=lm_build_command)
 
+    p = lm_sub.add_parser("tune", help="grid search of n-gram LM weight and word score on a dev manifest")
+    p.add_argument("manifest", metavar="MANIFEST", help="lhotse cut manifest (.jsonl[.gz]), e.g. dev")
+    p.add_argument("--lm", required=True, help="word n-gram LM (ARPA, from 'asr lm build')")
+    p.add_argument("--model", help="model file (default: asr/models/default.pt)")
+    p.add_argument("--lm-weights", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0, 1.5])
+    p.add_argument("--word-scores", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0])
+    p.add_argument("--beam-size", type=int, default=32)
+    p.add_argument("--beam-threshold", type=float, default=25.0)
+    p.add_argument("--first", type=int, help="tune on the first N cuts only")
+    p.add_argument(
+        "--save",
+        action="store_true",
+        help="store the best as the model's beam search (<model>.decoding.json)",
+    )
+    p.set_defaults(run=lm_tune_command)
+
     p = lm_sub.add_parser("export", help="character LM training checkpoint -> LM file")
     p.add_argument("checkpoint")
     p.add_argument("output")
@@ -217,24 +267,42 @@ def _add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     from asr.decoding import DecodingOptions
 
     default = DecodingOptions()
-    g = p.add_argument_group("decoding (see asr.decoding.DecodingOptions)")
+    g = p.add_argument_group(
+        "decoding (see asr.decoding.DecodingOptions); '--decoder beam' alone uses the model's tuned LM"
+    )
     g.add_argument("--decoder", choices=["greedy", "beam"], default=default.method)
-    g.add_argument("--beam-size", type=int, default=default.beam_size)
-    g.add_argument("--beam-threshold", type=float, default=default.beam_threshold)
+    g.add_argument("--beam-size", type=int, help=f"default: {default.beam_size}")
+    g.add_argument("--beam-threshold", type=float, help=f"default: {default.beam_threshold}")
     g.add_argument("--lm", help="word n-gram LM (ARPA, from 'asr lm build'); words kept to its vocabulary")
     g.add_argument("--lexicon", help="allowed words (flashlight lexicon); default with --lm: the LM's words")
     g.add_argument("--charlm", help="character RNN LM file (from 'asr lm export')")
-    g.add_argument("--lm-weight", type=float, default=default.lm_weight)
-    g.add_argument("--word-score", type=float, default=default.word_score)
+    g.add_argument("--no-lm", action="store_true", help="beam search without the model's tuned LM")
+    g.add_argument("--lm-weight", type=float, help=f"default: the model's tuned one, or {default.lm_weight}")
+    g.add_argument(
+        "--word-score", type=float, help=f"default: the model's tuned one, or {default.word_score}"
+    )
 
 
-def _decoding_options(args):
+def _decoding_options(args, model):
+    """The options given on the command line, over the model's tuned beam search when
+    '--decoder beam' comes without an LM of its own."""
+    from dataclasses import replace
+
     from asr.decoding import DecodingOptions
 
-    return DecodingOptions(
-        method=args.decoder, beam_size=args.beam_size, beam_threshold=args.beam_threshold, lm=args.lm,
-        lexicon=args.lexicon, charlm=args.charlm, lm_weight=args.lm_weight, word_score=args.word_score,
-    )  # fmt: skip
+    base = DecodingOptions(method=args.decoder)
+    if (
+        args.decoder == "beam"
+        and model.beam_options
+        and not (args.lm or args.charlm or args.lexicon or args.no_lm)
+    ):
+        base = model.beam_options
+    given = {
+        "beam_size": args.beam_size, "beam_threshold": args.beam_threshold, "lm": args.lm,
+        "lexicon": args.lexicon, "charlm": args.charlm, "lm_weight": args.lm_weight,
+        "word_score": args.word_score,
+    }  # fmt: skip
+    return replace(base, **{key: value for key, value in given.items() if value is not None})
 
 
 def build_parser() -> argparse.ArgumentParser:

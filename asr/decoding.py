@@ -1,10 +1,15 @@
 """CTC decoding: per-frame log-probabilities -> text, with word times and confidences."""
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from asr.files import write_atomically
 from asr.text import CharTokenizer
 
 
@@ -146,6 +151,8 @@ class BeamSearch:
         lexicon, lm = options.lexicon, options.lm
         if lm and not lexicon:
             lexicon = _lexicon_of(lm)
+        if lm:
+            lm = _kenlm(str(lm), str(lexicon))
         if options.charlm:
             from asr.charlm import CharLMScorer, load_charlm
 
@@ -171,10 +178,64 @@ class BeamSearch:
 
 
 def _lexicon_of(lm: str) -> Path:
-    """A lexicon of the LM's words, written once beside it (``<lm>.lexicon``)."""
+    """A lexicon of the LM's words, written once beside it (``<lm>.lexicon``), or in the user's
+    cache folder when the LM's folder is read-only (an installed package's model)."""
     from asr.ngram import arpa_words, write_lexicon
 
     path = Path(f"{lm}.lexicon")
+    if not os.access(path.parent, os.W_OK):
+        key = hashlib.sha1(str(Path(lm).resolve()).encode()).hexdigest()[:16]
+        path = Path.home() / ".cache" / "asr" / f"{key}.lexicon"
     if not path.exists() or path.stat().st_mtime < Path(lm).stat().st_mtime:
         write_lexicon(arpa_words(lm), path)
     return path
+
+
+@lru_cache(maxsize=2)
+def _kenlm(lm: str, lexicon: str):
+    """The n-gram LM loaded once (seconds for a large ARPA), whatever weights decode with it.
+
+    Its word ids are those the decoder gives the lexicon's words, in the lexicon's order.
+    """
+    from flashlight.lib.text.decoder import KenLM
+    from flashlight.lib.text.dictionary import create_word_dict, load_words
+
+    if not Path(lm).is_file():
+        raise FileNotFoundError(f"{lm}: no such language model file")
+    return KenLM(lm, create_word_dict(load_words(lexicon)))
+
+
+def beam_defaults_path(model_path) -> Path:
+    """Where a model file's tuned beam-search settings live: ``<model>.decoding.json``."""
+    return Path(model_path).with_suffix(".decoding.json")
+
+
+def read_beam_defaults(model_path) -> DecodingOptions | None:
+    """The beam search a model file was tuned with (``asr lm tune --save``), if any.
+
+    The LM path is stored relative to the JSON file, so a model folder can move as a whole.
+    """
+    path = beam_defaults_path(model_path)
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text())
+        options = DecodingOptions(**{**settings, "method": "beam"})
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a decoding settings file ({err})") from None
+    if options.lm:
+        options = replace(options, lm=str(path.parent / options.lm))
+    return options
+
+
+def write_beam_defaults(model_path, options: DecodingOptions) -> Path:
+    """Store ``options`` as the beam search of a model file; its LM must sit beside the model."""
+    path = beam_defaults_path(model_path)
+    settings = asdict(options)
+    if options.lm:
+        lm = Path(options.lm).resolve()
+        if lm.parent != path.parent.resolve():
+            raise ValueError(f"{options.lm}: put the LM beside the model ({path.parent}) to save it with it")
+        settings["lm"] = lm.name
+    del settings["method"], settings["nbest"]
+    return write_atomically(path, lambda partial: partial.write_text(json.dumps(settings, indent=2) + "\n"))

@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from lhotse import CutSet
 from torchmetrics.functional.text import char_error_rate, word_error_rate
 
 from asr.audio import SAMPLE_RATE
+from asr.decoding import BeamSearch, DecodingOptions
 from asr.files import write_atomically
-from asr.text import DEFAULT_ALPHABET, normalize_text
+from asr.inference import log_probs_batch
+from asr.text import DEFAULT_ALPHABET, CharTokenizer, normalize_text
 
 Recognizer = Callable[[list[np.ndarray]], list[str]]
 
@@ -130,6 +133,30 @@ def _pocketsphinx_decode(samples: np.ndarray) -> str:
 
 
 RECOGNIZERS = {"pocketsphinx": pocketsphinx_recognizer}
+
+
+def tune_beam(
+    model, cuts: CutSet, options: list[DecodingOptions]
+) -> Iterator[tuple[DecodingOptions, Evaluation]]:
+    """Score each of ``options`` (beam searches differing in LM weight, word score, ...) on
+    ``cuts``. The network runs once; only the search is repeated, so a grid is cheap.
+
+    Each evaluation's speed counts the search alone (the network's share is the same for all).
+    """
+    alphabet, frame_shift = model.config.alphabet, model.config.frame_shift
+    cuts = list(cuts.resample(SAMPLE_RATE))
+    waves = [torch.from_numpy(c.load_audio().mean(axis=0)) for c in cuts]
+    log_probs = dict(log_probs_batch(model, waves))
+    refs = [normalize_text(" ".join(s.text or "" for s in c.supervisions), alphabet) for c in cuts]
+    tokenizer = CharTokenizer(alphabet)
+    for option in options:
+        search = BeamSearch(option, tokenizer, frame_shift)
+        result = Evaluation(ids=[c.id for c in cuts], refs=refs, audio_seconds=sum(c.duration for c in cuts))
+        started = time.perf_counter()
+        for i in range(len(cuts)):
+            result.hyps.append(" ".join(w.text for w in next(iter(search(log_probs[i])), [])))
+        result.elapsed = time.perf_counter() - started
+        yield option, result
 
 
 def table(rows: list[tuple[str, str, Evaluation]]) -> str:

@@ -4,7 +4,7 @@ These functions are bound onto the model as ``model.transcribe`` and
 ``model.transcribe_batch``; they need torch only (no Lightning).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,6 @@ def pad_batch(samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.nn.utils.rnn.pad_sequence(samples, batch_first=True), lengths
 
 
-@torch.inference_mode()
 def transcribe_batch(
     model: "RecurrentCTC",
     audios: list,
@@ -39,16 +38,27 @@ def transcribe_batch(
     Args:
         audios: each a file path, or samples with ``sample_rate`` given.
         sample_rate: rate of array inputs (files carry their own).
-        options: greedy decoding (the default) or beam search with a language model.
+        options: greedy decoding (the default) or beam search with a language model, e.g.
+            ``model.beam_options``, the beam search the model was tuned with.
 
     Raises:
         asr.audio.AudioError: an input cannot be read (the message names it).
     """
     decode = _decoder(options or DecodingOptions(), model.config.alphabet, model.config.frame_shift)
     waves = [torch.from_numpy(load_audio(a, sample_rate)) for a in audios]
-    # Sorting by length keeps padding (wasted compute) small inside each batch.
-    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
     results: list[Transcription | None] = [None] * len(waves)
+    for i, log_probs in log_probs_batch(model, waves):
+        words = decode(log_probs)
+        text = " ".join(w.text for w in words)
+        results[i] = Transcription(text, words, duration=round(len(waves[i]) / SAMPLE_RATE, 3))
+    return results
+
+
+@torch.inference_mode()
+def log_probs_batch(model: "RecurrentCTC", waves: list[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(i, (T_i, V) log-probabilities)`` of each 16 kHz waveform, in length-sorted batches
+    (so padding, wasted compute, stays small); ``i`` indexes ``waves``."""
+    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
     was_training = model.training
     model.eval()
     try:
@@ -57,12 +67,9 @@ def transcribe_batch(
             logits, frames = model(audio.to(model.device), lengths.to(model.device))
             log_probs = logits.float().log_softmax(-1).cpu()
             for row, i in enumerate(batch):
-                words = decode(log_probs[row, : frames[row]])
-                text = " ".join(w.text for w in words)
-                results[i] = Transcription(text, words, duration=round(len(waves[i]) / SAMPLE_RATE, 3))
+                yield i, log_probs[row, : frames[row]]
     finally:
         model.train(was_training)
-    return results
 
 
 def transcribe(

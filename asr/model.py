@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from asr.decoding import DecodingOptions, read_beam_defaults
 from asr.features import LogMel, _length_mask
 from asr.files import write_atomically
 from asr.inference import transcribe as _transcribe
@@ -124,6 +125,8 @@ class RecurrentCTC(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(size) for size in sizes[1:])
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(sizes[-1], len(self.tokenizer))
+        # The beam search (LM, weights) tuned for this model; load_model reads it.
+        self.beam_options: DecodingOptions | None = None
 
     @property
     def device(self) -> torch.device:
@@ -207,6 +210,8 @@ def load_model(path=None, device: str | torch.device = "cpu") -> RecurrentCTC:
     """Load a model file written by :func:`save_model` (``asr export``), ready for inference.
 
     Without ``path``, the English model shipped with the package (:data:`DEFAULT_MODEL`).
+    ``model.beam_options`` is the beam search tuned for it (``<model>.decoding.json``, written
+    by ``asr lm tune --save``; the shipped model has one with its n-gram LM), or None.
     """
     if path is None and not DEFAULT_MODEL.is_file():
         raise ModelFileError(
@@ -214,4 +219,6 @@ def load_model(path=None, device: str | torch.device = "cpu") -> RecurrentCTC:
             "train one (make train RECIPE=smoke) and pass it with --model"
         )
     build = lambda config: RecurrentCTC(ModelConfig(**config))  # noqa: E731
-    return load_network(path or DEFAULT_MODEL, MODEL_FORMAT, build, "model file", device)
+    model = load_network(path or DEFAULT_MODEL, MODEL_FORMAT, build, "model file", device)
+    model.beam_options = read_beam_defaults(path or DEFAULT_MODEL)
+    return model

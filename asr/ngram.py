@@ -18,6 +18,7 @@ The ARPA file stores ``log10 p(w | h)`` and, as the backoff weight of ``h``,
 ``write_lexicon`` writes the spelling of each word for torchaudio's ``ctc_decoder``.
 """
 
+import gzip
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -122,7 +123,8 @@ def _arpa_lines(probs: list[dict], backoffs: list[dict]) -> Iterator[str]:
 
 def build_arpa(texts: Iterable[str], out_path, order: int = 3, alphabet: str = DEFAULT_ALPHABET) -> Path:
     """Estimate an interpolated modified Kneser-Ney ``order``-gram model of ``texts`` (one
-    sentence each, normalised with ``alphabet``) and write it as an ARPA file, atomically."""
+    sentence each, normalised with ``alphabet``) and write it as an ARPA file, atomically
+    (gzip-compressed when ``out_path`` ends in .gz)."""
     if order < 1:
         raise ValueError(f"the n-gram order must be at least 1, got {order}")
     counts = count_ngrams(texts, order, alphabet)
@@ -134,7 +136,7 @@ def build_arpa(texts: Iterable[str], out_path, order: int = 3, alphabet: str = D
 def arpa_sizes(path) -> list[int]:
     """The number of n-grams of each order, read from an ARPA file's \\data\\ header."""
     sizes = []
-    with Path(path).open(encoding="utf-8") as f:
+    with _open_text(path, "r") as f:
         for line in f:
             if line.startswith("ngram "):
                 sizes.append(int(line.split("=")[1]))
@@ -145,7 +147,7 @@ def arpa_sizes(path) -> list[int]:
 
 def arpa_words(path) -> Iterator[str]:
     """The words of an ARPA file's 1-grams (<s>, </s> and <unk> included)."""
-    with Path(path).open(encoding="utf-8") as f:
+    with _open_text(path, "r") as f:
         in_unigrams = False
         for line in f:
             if line.startswith("\\"):
@@ -183,7 +185,14 @@ def write_lexicon(words: Iterable[str], out_path) -> Path:
 
 def _write_lines(path, lines: Iterable[str]) -> Path:
     def write(partial: Path) -> None:
-        with partial.open("w", encoding="utf-8") as f:
+        with _open_text(partial, "w") as f:
             f.writelines(lines)
 
     return write_atomically(path, write)
+
+
+def _open_text(path, mode: str):
+    """A text file, gzip-compressed when its name ends in .gz (the decoder reads those too)."""
+    if str(path).endswith(".gz"):
+        return gzip.open(path, mode + "t", encoding="utf-8")
+    return open(path, mode, encoding="utf-8")

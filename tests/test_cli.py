@@ -185,3 +185,27 @@ def test_transcribe_and_evaluate_with_beam_search_and_an_ngram_lm(trained, corpu
     )
     assert out.returncode == 0, out.stderr
     assert "| test | asr beam 8 + n-gram | 4 |" in out.stdout
+
+
+def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
+    trained, corpus, speech_wav, tmp_path
+):
+    model = tmp_path / "model.pt"
+    model.write_bytes(trained["model"].read_bytes())
+    (tmp_path / "text.txt").write_text("hello world this is a test\nthis is a test\n")
+    assert main(["lm", "build", str(tmp_path / "text.txt"), "--out", str(tmp_path / "lm.arpa.gz")]) == 0
+    tune = ["lm", "tune", corpus["dev"], "--model", str(model), "--lm", str(tmp_path / "lm.arpa.gz")]
+    out = run_asr(*tune, "--lm-weights", "0.5", "2", "--word-scores", "0", "--beam-size", "8", "--save")
+    assert out.returncode == 0, out.stderr
+    rows = [
+        line for line in out.stdout.splitlines() if line.startswith("| 0.5 |") or line.startswith("| 2.0 |")
+    ]
+    assert len(rows) == 2 and "best: --lm-weight" in out.stdout
+    assert load_model(model).beam_options.lm == str(tmp_path / "lm.arpa.gz")
+    out = run_asr("transcribe", speech_wav, "--model", str(model), "--format", "json", "--decoder", "beam")
+    assert out.returncode == 0, out.stderr
+    words = json.loads(out.stdout)[0]["words"]
+    assert {w["text"] for w in words} <= {"hello", "world", "this", "is", "a", "test"}  # the saved LM's words
+    out = run_asr("evaluate", corpus["test"], "--model", str(model), "--decoder", "beam", "--no-lm")
+    assert out.returncode == 0, out.stderr
+    assert "| test | asr beam 32 |" in out.stdout  # --no-lm: the plain beam search

@@ -1,11 +1,21 @@
 """CTC decoding (greedy, beam search with LMs): per-frame log-probabilities -> words with times."""
 
+import gzip
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from asr.decoding import BeamSearch, DecodingOptions, Word, greedy_decode, words_from_tokens
+from asr.decoding import (
+    BeamSearch,
+    DecodingOptions,
+    Word,
+    greedy_decode,
+    read_beam_defaults,
+    words_from_tokens,
+    write_beam_defaults,
+)
 from asr.ngram import build_arpa
 from asr.text import CharTokenizer
 
@@ -223,3 +233,33 @@ def test_decoding_options_are_checked():
         DecodingOptions(method="viterbi")
     with pytest.raises(ValueError, match="one language model"):
         DecodingOptions(method="beam", lm="a.arpa", charlm="b.pt")
+
+
+def test_a_gzipped_ngram_lm_decodes_like_the_plain_one(word_lm, tmp_path):
+    text = ["the cat sat on the mat", "a cat sat", "the cat sat down", "my dog sat on the cat"]
+    gzipped = str(build_arpa(text, tmp_path / "lm.arpa.gz", order=3))
+    assert gzip.open(gzipped, "rt").read() == Path(word_lm).read_text()
+    emissions = ambiguous_log_probs(first="m", second="c")
+    options = DecodingOptions(method="beam", lm=gzipped, lm_weight=1.0)
+    assert text_of(BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions)[0]) == "the cat sat"
+
+
+def test_a_models_beam_settings_round_trip_with_the_lm_beside_it(word_lm, tmp_path):
+    lm = tmp_path / "lm.arpa"
+    lm.write_text(Path(word_lm).read_text())
+    options = DecodingOptions(method="beam", beam_size=16, lm=str(lm), lm_weight=0.8, word_score=1.5)
+    path = write_beam_defaults(tmp_path / "model.pt", options)
+    assert path == tmp_path / "model.decoding.json" and json.loads(path.read_text())["lm"] == "lm.arpa"
+    assert read_beam_defaults(tmp_path / "model.pt") == options
+    moved = tmp_path / "moved"  # the JSON names the LM, not its folder: the pair can move
+    moved.mkdir()
+    for name in ("lm.arpa", "model.decoding.json"):
+        (tmp_path / name).rename(moved / name)
+    assert read_beam_defaults(moved / "model.pt").lm == str(moved / "lm.arpa")
+    path = write_beam_defaults(tmp_path / "model.pt", options)
+    assert read_beam_defaults(tmp_path / "other.pt") is None
+    with pytest.raises(ValueError, match="beside the model"):
+        write_beam_defaults(tmp_path / "elsewhere" / "model.pt", options)
+    path.write_text('{"beam_size": "wide", "lm_weight": }')
+    with pytest.raises(ValueError, match="model.decoding.json: not a decoding settings file"):
+        read_beam_defaults(tmp_path / "model.pt")
