@@ -3,6 +3,7 @@
     asr fit|validate|test|predict --config recipes/<corpus>/<config>.yaml   (LightningCLI)
     asr export CHECKPOINT MODEL
     asr transcribe FILE... [--model MODEL] [--format txt|json|jsonl|srt|vtt|tsv]
+    asr stream FILE --model UNIDIRECTIONAL_MODEL [--chunk-ms 200] [--realtime]
     asr evaluate [--model MODEL] MANIFEST... [--compare pocketsphinx] [--output-dir DIR]
     asr lm build TEXT... [--order 3] --out LM.arpa[.gz]   (word n-gram, Kneser-Ney)
     asr lm tune DEV_MANIFEST --lm LM [--model MODEL] [--save]   (LM weight x word score grid)
@@ -101,14 +102,29 @@ def transcribe_command(args) -> int:
     return 1 if failed else 0
 
 
+def stream_command(args) -> int:
+    from asr.streaming import stream_file
+
+    model = _load_model(args.model)
+    options = _decoding_options(args, model)
+    started, shown = time.perf_counter(), None
+    for heard, result in stream_file(model, args.file, args.chunk_ms / 1000, options):
+        if args.realtime:  # wait until the audio heard so far would have been spoken
+            time.sleep(max(0.0, heard - (time.perf_counter() - started)))
+        if result.text != shown:
+            print(f"[{heard:7.2f} s] {result.text}", flush=True)
+            shown = result.text
+    print(f"final: {result.text}")
+    return 0
+
+
 def evaluate_command(args) -> int:
     from asr.data import read_cuts
     from asr.evaluation import RECOGNIZERS, evaluate, model_recognizer, table
 
     model = _load_model(args.model)
-    options = _decoding_options(args, model)
-    ours = f"asr {options.name}"
-    recognizers = {ours: model_recognizer(model, options)}
+    ours = [_decoding_options(args, model, method) for method in dict.fromkeys(args.decoder)]
+    recognizers = {f"asr {options.name}": model_recognizer(model, options) for options in ours}
     recognizers.update({name: RECOGNIZERS[name]() for name in args.compare})
     rows = []
     for manifest in args.manifests:
@@ -122,7 +138,7 @@ def evaluate_command(args) -> int:
             print(f"{manifest} ({recognizer}): {result.summary()}", file=sys.stderr)
             if args.show:
                 print(result.listing(), end="")
-            suffix = "" if recognizer == ours else f".{recognizer}"
+            suffix = f".{recognizer.removeprefix('asr ').replace(' + ', '+').replace(' ', '')}"
             stem = str(manifest).removesuffix(".gz").removesuffix(".jsonl")
             default = f"{stem}{suffix}.hyps.jsonl"
             output = Path(args.output_dir) / Path(default).name if args.output_dir else Path(default)
@@ -263,14 +279,18 @@ def _lm_parser(sub) -> None:
     p.set_defaults(run=lm_perplexity_command)
 
 
-def _add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+def _add_decoding_arguments(p: argparse.ArgumentParser, several: bool = False) -> None:
     from asr.decoding import DecodingOptions
 
     default = DecodingOptions()
     g = p.add_argument_group(
         "decoding (see asr.decoding.DecodingOptions); '--decoder beam' alone uses the model's tuned LM"
     )
-    g.add_argument("--decoder", choices=["greedy", "beam"], default=default.method)
+    if several:
+        g.add_argument("--decoder", choices=["greedy", "beam"], nargs="+", default=[default.method],
+                       help="one or both: a row each")  # fmt: skip
+    else:
+        g.add_argument("--decoder", choices=["greedy", "beam"], default=default.method)
     g.add_argument("--beam-size", type=int, help=f"default: {default.beam_size}")
     g.add_argument("--beam-threshold", type=float, help=f"default: {default.beam_threshold}")
     g.add_argument("--lm", help="word n-gram LM (ARPA, from 'asr lm build'); words kept to its vocabulary")
@@ -283,19 +303,16 @@ def _add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _decoding_options(args, model):
-    """The options given on the command line, over the model's tuned beam search when
-    '--decoder beam' comes without an LM of its own."""
+def _decoding_options(args, model, method: str | None = None):
+    """The options given on the command line (with ``method`` for ``args.decoder``), over the
+    model's tuned beam search when '--decoder beam' comes without an LM of its own."""
     from dataclasses import replace
 
     from asr.decoding import DecodingOptions
 
-    base = DecodingOptions(method=args.decoder)
-    if (
-        args.decoder == "beam"
-        and model.beam_options
-        and not (args.lm or args.charlm or args.lexicon or args.no_lm)
-    ):
+    method = method or args.decoder
+    base = DecodingOptions(method=method)
+    if method == "beam" and model.beam_options and not (args.lm or args.charlm or args.lexicon or args.no_lm):
         base = model.beam_options
     given = {
         "beam_size": args.beam_size, "beam_threshold": args.beam_threshold, "lm": args.lm,
@@ -321,6 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_arguments(p)
     p.set_defaults(run=transcribe_command)
 
+    p = sub.add_parser("stream", help="recognize a file chunk by chunk, printing the text as it grows")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--model", required=True, help="a unidirectional model file (bidirectional: false)")
+    p.add_argument("--chunk-ms", type=float, default=200.0, help="audio per chunk (default: 200 ms)")
+    p.add_argument(
+        "--realtime", action="store_true", help="feed chunks at the pace of speech, as a live source"
+    )
+    _add_decoding_arguments(p)
+    p.set_defaults(run=stream_command)
+
     p = sub.add_parser("evaluate", help="WER/CER of a model on cut manifests, as a Markdown table")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="lhotse cut manifest (.jsonl[.gz])")
     p.add_argument("--model", help="model file (default: asr/models/default.pt)")
@@ -328,12 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare", nargs="+", default=[], choices=["pocketsphinx"], help="also score these recognizers"
     )
     p.add_argument(
-        "--output-dir", help="write <manifest>[.<recognizer>].hyps.jsonl here; default: beside each manifest"
+        "--output-dir", help="write <manifest>.<recognizer>.hyps.jsonl here; default: beside each manifest"
     )
     p.add_argument(
         "--show", action="store_true", help="also print every utterance's reference and hypothesis"
     )
-    _add_decoding_arguments(p)
+    _add_decoding_arguments(p, several=True)
     p.set_defaults(run=evaluate_command)
 
     p = sub.add_parser("export", help="training checkpoint -> self-contained model file")

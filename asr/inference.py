@@ -5,6 +5,7 @@ These functions are bound onto the model as ``model.transcribe`` and
 """
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ import torch
 
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.decoding import BeamSearch, DecodingOptions, Transcription, Word, greedy_decode
+from asr.segment import split_at_pauses
 from asr.text import CharTokenizer
 
 if TYPE_CHECKING:
@@ -33,7 +35,11 @@ def transcribe_batch(
     sample_rate: int | None = None,
     options: DecodingOptions | None = None,
 ) -> list[Transcription]:
-    """Transcribe several inputs (paths, numpy arrays or tensors), batched by length.
+    """Transcribe several inputs (paths, numpy arrays or tensors) of any length, batched by length.
+
+    Inputs longer than :data:`asr.segment.MAX_PIECE_SECONDS` are cut at pauses
+    (:func:`asr.segment.split_at_pauses`) and stitched back: word times are from the start of
+    each input.
 
     Args:
         audios: each a file path, or samples with ``sample_rate`` given.
@@ -44,14 +50,28 @@ def transcribe_batch(
     Raises:
         asr.audio.AudioError: an input cannot be read (the message names it).
     """
-    decode = _decoder(options or DecodingOptions(), model.config.alphabet, model.config.frame_shift)
+    decode = get_decoder(options or DecodingOptions(), model.config.alphabet, model.config.frame_shift)
     waves = [torch.from_numpy(load_audio(a, sample_rate)) for a in audios]
-    results: list[Transcription | None] = [None] * len(waves)
-    for i, log_probs in log_probs_batch(model, waves):
-        words = decode(log_probs)
-        text = " ".join(w.text for w in words)
-        results[i] = Transcription(text, words, duration=round(len(waves[i]) / SAMPLE_RATE, 3))
-    return results
+    # Inputs longer than MAX_PIECE_SECONDS are cut at pauses; the pieces of all inputs share
+    # batches, and each piece's word times are shifted by where it starts.
+    pieces = [(i, start, end) for i, wave in enumerate(waves) for start, end in split_at_pauses(wave)]
+    found: list[list[Word]] = [[] for _ in pieces]
+    for k, log_probs in log_probs_batch(model, [waves[i][start:end] for i, start, end in pieces]):
+        offset = pieces[k][1] / SAMPLE_RATE
+        found[k] = [_shifted(w, offset) for w in decode(log_probs)]
+    words: list[list[Word]] = [[] for _ in waves]
+    for (i, _, _), piece_words in zip(pieces, found, strict=True):  # pieces are in time order
+        words[i] += piece_words
+    return [
+        Transcription(" ".join(w.text for w in ws), ws, duration=round(len(wave) / SAMPLE_RATE, 3))
+        for wave, ws in zip(waves, words, strict=True)
+    ]
+
+
+def _shifted(word: Word, seconds: float) -> Word:
+    if not seconds:
+        return word
+    return replace(word, start=round(word.start + seconds, 3), end=round(word.end + seconds, 3))
 
 
 @torch.inference_mode()
@@ -80,7 +100,7 @@ def transcribe(
 
 
 @lru_cache(maxsize=4)
-def _decoder(
+def get_decoder(
     options: DecodingOptions, alphabet: str, frame_shift: float
 ) -> Callable[[torch.Tensor], list[Word]]:
     """(T, V) log-probabilities -> the best words; beam search decoders (and their LMs) load once."""

@@ -10,11 +10,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from asr.audio import SAMPLE_RATE
 from asr.decoding import DecodingOptions, read_beam_defaults
 from asr.features import LogMel, _length_mask
 from asr.files import write_atomically
 from asr.inference import transcribe as _transcribe
 from asr.inference import transcribe_batch as _transcribe_batch
+from asr.streaming import Stream
 from asr.text import DEFAULT_ALPHABET, CharTokenizer
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -142,6 +144,10 @@ class RecurrentCTC(nn.Module):
 
     transcribe = _transcribe
     transcribe_batch = _transcribe_batch
+
+    def stream(self, sample_rate: int = SAMPLE_RATE, options: DecodingOptions | None = None) -> Stream:
+        """Recognize one utterance chunk by chunk (unidirectional models): see :mod:`asr.streaming`."""
+        return Stream(self, sample_rate, options)
 
 
 MODEL_FORMAT = "asr-recurrent-ctc/1"  # the "format" key of every model file

@@ -84,7 +84,7 @@ def test_evaluate_prints_a_table_beside_pocketsphinx_and_writes_hypotheses(train
         ("test", "asr greedy", "4"), ("test", "pocketsphinx", "4"),
     ]  # fmt: skip
     assert all(0 <= float(r[3]) <= 100 * 10 for r in rows)  # WER %, may pass 100 on insertions
-    for name in ("cuts_test.hyps.jsonl", "cuts_test.pocketsphinx.hyps.jsonl"):
+    for name in ("cuts_test.greedy.hyps.jsonl", "cuts_test.pocketsphinx.hyps.jsonl"):
         hyps = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
         assert len(hyps) == 4 and {"id", "ref", "hyp", "wer"} <= hyps[0].keys()
     # PocketSphinx hears real words in espeak-ng speech: some of its hypotheses are not empty.
@@ -185,6 +185,7 @@ def test_transcribe_and_evaluate_with_beam_search_and_an_ngram_lm(trained, corpu
     )
     assert out.returncode == 0, out.stderr
     assert "| test | asr beam 8 + n-gram | 4 |" in out.stdout
+    assert (tmp_path / "cuts_test.beam8+n-gram.hyps.jsonl").is_file()
 
 
 def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
@@ -206,6 +207,12 @@ def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
     assert out.returncode == 0, out.stderr
     words = json.loads(out.stdout)[0]["words"]
     assert {w["text"] for w in words} <= {"hello", "world", "this", "is", "a", "test"}  # the saved LM's words
+    out = run_asr(
+        "evaluate", corpus["test"], "--model", str(model), "--decoder", "greedy", "beam",
+        "--output-dir", str(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "| test | asr greedy | 4 |" in out.stdout and "| test | asr beam 32 + n-gram | 4 |" in out.stdout
     out = run_asr("evaluate", corpus["test"], "--model", str(model), "--decoder", "beam", "--no-lm")
     assert out.returncode == 0, out.stderr
     assert "| test | asr beam 32 |" in out.stdout  # --no-lm: the plain beam search

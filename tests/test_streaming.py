@@ -1,0 +1,101 @@
+"""asr/streaming.py: chunk by chunk, a unidirectional model gives exactly its offline output."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from asr.audio import SAMPLE_RATE, load_audio
+from asr.model import RecurrentCTC, save_model
+from tests.conftest import TINY
+
+
+def uni_model(**changes) -> RecurrentCTC:
+    torch.manual_seed(0)
+    model = RecurrentCTC(replace(TINY, bidirectional=False, **changes)).eval()
+    model.frontend.mean.fill_(-6.0)  # statistics as training would set them
+    model.frontend.std.fill_(4.0)
+    return model
+
+
+def offline_log_probs(model, audio: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        logits, _ = model(torch.from_numpy(audio)[None], torch.tensor([len(audio)]))
+    return logits[0].log_softmax(-1)
+
+
+def streamed(model, audio: np.ndarray, sizes: list[int]):
+    stream, start, partials = model.stream(), 0, []
+    while start < len(audio):
+        size = sizes[len(partials) % len(sizes)]
+        partials.append(stream.feed(audio[start : start + size]))
+        start += size
+    return stream, partials, stream.finish()
+
+
+@pytest.mark.parametrize("subsampling", [1, 2, 3, 4])
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+def test_streamed_frames_equal_the_offline_ones(speech_wav, subsampling, rnn_type):
+    model = uni_model(subsampling=subsampling, rnn_type=rnn_type)
+    audio = load_audio(speech_wav)
+    # Chunks of odd sizes: shorter than a window, a hop, or many frames.
+    stream, _, final = streamed(model, audio, [37, 160, 401, 3200, 999])
+    torch.testing.assert_close(
+        torch.cat(stream.log_probs), offline_log_probs(model, audio), atol=1e-4, rtol=1e-4
+    )
+    assert final == model.transcribe(audio, SAMPLE_RATE)
+
+
+def test_partial_text_grows_into_the_final_text(speech_wav):
+    model = uni_model()
+    audio = load_audio(speech_wav)
+    _, partials, final = streamed(model, audio, [int(0.2 * SAMPLE_RATE)])
+    assert partials[-1].duration == pytest.approx(len(audio) / SAMPLE_RATE, abs=1e-3)
+    lengths = [len(p.words) for p in partials]
+    assert lengths == sorted(lengths)  # greedy partials only ever add words (the last may still grow)
+    assert final.text.startswith(" ".join(w.text for w in partials[-1].words[:-1]))
+
+
+@pytest.mark.parametrize("samples", [0, 100, 400])
+def test_very_short_streams_match_offline(samples):
+    model = uni_model()
+    audio = np.random.default_rng(0).normal(0, 0.1, samples).astype(np.float32)
+    stream = model.stream()
+    stream.feed(audio)
+    final = stream.finish()
+    if samples:
+        assert final == model.transcribe(audio, SAMPLE_RATE)
+    else:
+        assert final.text == "" and final.duration == 0
+
+
+def test_streams_at_other_rates_are_resampled(speech_wav):
+    model = uni_model()
+    audio = load_audio(speech_wav)
+    import soxr
+
+    at_8k = soxr.resample(audio, SAMPLE_RATE, 8000)
+    stream = model.stream(sample_rate=8000)
+    for start in range(0, len(at_8k), 800):
+        stream.feed(at_8k[start : start + 800])
+    assert stream.finish().duration == pytest.approx(len(audio) / SAMPLE_RATE, abs=0.01)
+
+
+def test_a_bidirectional_model_cannot_stream_and_a_finished_stream_takes_no_more():
+    with pytest.raises(ValueError, match="unidirectional"):
+        RecurrentCTC(TINY).stream()
+    stream = uni_model().stream()
+    stream.finish()
+    with pytest.raises(ValueError, match="finished"):
+        stream.feed(np.zeros(160, dtype=np.float32))
+
+
+def test_stream_command_prints_growing_text_and_the_final_line(speech_wav, tmp_path):
+    from tests.test_cli import run_asr
+
+    model = save_model(uni_model(), tmp_path / "uni.pt")
+    out = run_asr("stream", speech_wav, "--model", str(model), "--chunk-ms", "100")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-1].startswith("final: ") and all(line.startswith("[") for line in lines[:-1])
