@@ -92,15 +92,37 @@ def align_words(
         log_probs: (T, V) log-probabilities of the utterance's real frames.
 
     A word starts at the first frame of its first character, as in :func:`greedy_decode`; a
-    character's confidence is its mean posterior over the frames aligned to it.
+    character's confidence is its mean posterior over the frames aligned to it. A lexicon
+    search may choose words whose letters and spaces need more frames than there are (CTC
+    needs one per character, and one more between repeated ones); their letters are then
+    aligned without the spaces, and when even that does not fit, the words share the frames
+    evenly with confidence 0.
     """
     from torchaudio.functional import forced_align, merge_tokens
 
-    ids = tokenizer.encode(text)
-    if not ids:
-        return []
+    words = text.split()
+    frames = log_probs.shape[0]
+    for chars in (" ".join(words), "".join(words)):
+        ids = tokenizer.encode(chars)
+        if not ids:
+            return []
+        if len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False)) <= frames:
+            break
+    else:
+        step = frames / len(words)
+        return [
+            Word(w, round(i * step * frame_shift, 3), round((i + 1) * step * frame_shift, 3), 0.0)
+            for i, w in enumerate(words)
+        ]
     aligned, scores = forced_align(log_probs[None].float(), torch.tensor([ids]), blank=tokenizer.blank_id)
     spans = merge_tokens(aligned[0], scores[0].exp())
+    if " " not in chars:  # put the spaces back: each word takes as many spans as it has letters
+        ends = [sum(len(w) for w in words[: i + 1]) for i in range(len(words))]
+        spans = [x for i, span in enumerate(spans) for x in ([span, None] if i + 1 in ends else [span])]
+        tokens = [tokenizer.space_id if x is None else x.token for x in spans]
+        starts = [-1 if x is None else x.start for x in spans]
+        probs = [0.0 if x is None else x.score for x in spans]
+        return words_from_tokens(tokens, starts, probs, tokenizer, frame_shift)
     return words_from_tokens(
         [s.token for s in spans], [s.start for s in spans], [s.score for s in spans], tokenizer, frame_shift
     )

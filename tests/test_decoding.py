@@ -11,6 +11,7 @@ from asr.decoding import (
     BeamSearch,
     DecodingOptions,
     Word,
+    align_words,
     greedy_decode,
     read_beam_defaults,
     words_from_tokens,
@@ -263,3 +264,13 @@ def test_a_models_beam_settings_round_trip_with_the_lm_beside_it(word_lm, tmp_pa
     path.write_text('{"beam_size": "wide", "lm_weight": }')
     with pytest.raises(ValueError, match="model.decoding.json: not a decoding settings file"):
         read_beam_defaults(tmp_path / "model.pt")
+
+
+def test_words_too_long_for_the_frames_are_still_timed():
+    log_probs = torch.full((6, len(TOKENIZER)), -3.0)  # 6 frames: "ab cd" needs 5, "abcd" 4
+    for text, frames in (("ab cd", 6), ("ab cd", 4), ("abc def", 4)):
+        words = align_words(log_probs[:frames], text, TOKENIZER, FRAME_SHIFT)
+        assert [w.text for w in words] == text.split()
+        assert all(0 <= w.start < w.end <= frames * FRAME_SHIFT + 1e-9 for w in words)
+    # "abc def" cannot fit 4 frames at all: the words share them evenly, with confidence 0.
+    assert [w.confidence for w in words] == [0.0, 0.0]
