@@ -1,5 +1,5 @@
 # Orchestration only: every target calls the `asr` command or a recipe's prepare.py.
-# Start with `make demo` (train and run a model end to end) or `make test`.
+# Start with `make demo` (the shipped English model on the demo clips) or `make test`.
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,10 +8,18 @@ RECIPE ?= smoke
 CONFIG ?= recipes/$(RECIPE)/config.yaml
 DATA := data/$(RECIPE)
 EXP := exp/$(RECIPE)
-# The model `make eval` scores (trained by `make train` when missing).
-MODEL ?= $(EXP)/model.pt
-# Recognizers scored beside ours by `make eval` (COMPARE= for none).
+# The shipped default model (trained by `make train RECIPE=synth`, put here by `make ship`),
+# its word 3-gram LM, and <model>.decoding.json, the beam search tuned for the two.
+DEFAULT_MODEL := asr/models/default.pt
+DEFAULT_LM := asr/models/default.arpa.gz
+# The model `make eval` scores: the shipped one for synth, else the recipe's own (trained by
+# `make train` when missing).
+MODEL ?= $(if $(filter synth,$(RECIPE)),$(DEFAULT_MODEL),$(EXP)/model.pt)
+DEMO := recipes/synth/demo
+# Recognizers scored beside ours by `make eval` (COMPARE= for none), and our decoders (beam
+# uses the model's tuned LM when it has one).
 COMPARE ?= pocketsphinx
+DECODERS ?= greedy beam
 # Passed to the recipe's prepare.py when set: CORPUS=/path/to/downloaded/corpus, SIZE=small.
 PREPARE_ARGS := $(if $(CORPUS),--corpus-dir $(CORPUS)) $(if $(SIZE),--size $(SIZE))
 # Debian packages the recipes and tests use: speech synthesizers and their voices, sentence
@@ -19,11 +27,11 @@ PREPARE_ARGS := $(if $(CORPUS),--corpus-dir $(CORPUS)) $(if $(SIZE),--size $(SIZ
 APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	fortunes fortunes-min sword-text-web libsword-utils wordnet-base asterisk-moh-opsound-wav
 
-.PHONY: help setup system test lint demo prepare train export eval clean
+.PHONY: help setup system test lint demo prepare train export ship eval clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: RECIPE=$(RECIPE) CONFIG=$(CONFIG) MODEL=$(MODEL) COMPARE=$(COMPARE)"
+	@echo "  variables: RECIPE=$(RECIPE) CONFIG=$(CONFIG) MODEL=$(MODEL) COMPARE=$(COMPARE) DECODERS=$(DECODERS)"
 	@echo "             CORPUS=<downloaded corpus> SIZE=<recipe size, e.g. small>"
 
 setup: system $(VENV)/.installed ## create .venv and install the package, its pins and dev tools
@@ -50,12 +58,13 @@ lint: setup ## ruff check and format check
 	$(BIN)/ruff check asr recipes tests
 	$(BIN)/ruff format --check asr recipes tests
 
-demo: setup ## smoke recipe end to end: prepare, train, evaluate, transcribe test clips
-	$(MAKE) --no-print-directory eval RECIPE=smoke
-	@echo "--- transcripts of three test clips (references in exp/smoke/cuts_test.hyps.jsonl)"
-	$(BIN)/asr transcribe --model exp/smoke/model.pt $$(ls data/smoke/audio/test/*.flac | head -3)
-	@echo "--- word timings (seconds) and confidences"
-	$(BIN)/asr transcribe --model exp/smoke/model.pt --format tsv $$(ls data/smoke/audio/test/*.flac | head -1)
+demo: setup ## transcribe the demo clips with the shipped model: text, word timings, WER
+	@echo "--- transcripts (asr transcribe, default model)"
+	$(BIN)/asr transcribe $(DEMO)/*.flac
+	@echo "--- word timings: start and end (seconds), confidence, word"
+	$(BIN)/asr transcribe --format tsv $(DEMO)/synth-test_unseen_voice-000001.flac
+	@echo "--- against the references"
+	$(BIN)/asr evaluate --show $(DEMO)/cuts.jsonl --output-dir exp/demo --decoder greedy beam
 
 prepare: setup ## make the RECIPE's manifests under data/RECIPE
 	$(BIN)/python -m recipes.$(RECIPE).prepare --out $(DATA) $(PREPARE_ARGS)
@@ -68,9 +77,14 @@ train: prepare ## train RECIPE with CONFIG (resumes from the last checkpoint), t
 export: ## export RECIPE's best checkpoint to exp/RECIPE/model.pt
 	$(BIN)/asr export $(EXP)/checkpoints/best.ckpt $(EXP)/model.pt
 
+ship: ## exp/synth's best checkpoint -> the shipped model, with its LM and tuned beam search
+	$(BIN)/asr export exp/synth/checkpoints/best.ckpt $(DEFAULT_MODEL)
+	$(BIN)/asr lm build data/synth/lm/train.txt --out $(DEFAULT_LM)
+	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz --model $(DEFAULT_MODEL) --lm $(DEFAULT_LM) --first 300 --save
+
 eval: prepare $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
 	$(BIN)/asr evaluate --model $(MODEL) $(DATA)/cuts_test*.jsonl.gz --output-dir $(EXP) \
-		$(if $(COMPARE),--compare $(COMPARE))
+		--decoder $(DECODERS) $(if $(COMPARE),--compare $(COMPARE))
 
 $(EXP)/model.pt:
 	$(MAKE) --no-print-directory train

@@ -1,0 +1,79 @@
+"""The shipped English model (asr/models/default.pt) on the shipped demo clips.
+
+`make demo` runs exactly these commands; these tests fail if the model goes missing, grows past
+its size budget, or stops transcribing the demo clips.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import asr
+from asr.data import read_cuts
+from asr.evaluation import evaluate, model_recognizer
+from asr.model import DEFAULT_MODEL
+
+DEMO = Path(__file__).parents[1] / "recipes" / "synth" / "demo"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return asr.load_model()
+
+
+@pytest.fixture(scope="module")
+def demo_cuts():
+    cuts = read_cuts(DEMO / "cuts.jsonl")
+    return cuts.map(lambda c: c.with_recording_path_prefix(str(DEMO.parents[2])))
+
+
+def test_the_default_model_ships_with_its_card_and_fits_the_budget():
+    assert DEFAULT_MODEL.is_file() and DEFAULT_MODEL.stat().st_size <= 25e6
+    card = DEFAULT_MODEL.with_suffix(".md").read_text()
+    assert "PocketSphinx" in card and "make train RECIPE=synth" in card
+
+
+def test_the_default_model_transcribes_the_demo_clips(model, demo_cuts):
+    # Bounds a little above the model card's test-set figures (greedy: WER 30 % on seen
+    # voices, CER 36 % on the unseen one): a worse model fails here.
+    seen = evaluate(model_recognizer(model), demo_cuts.filter(lambda c: "unseen" not in c.id))
+    assert seen.wer <= 0.35, seen.listing()
+    unseen = evaluate(model_recognizer(model), demo_cuts.filter(lambda c: "unseen" in c.id))
+    assert unseen.cer <= 0.45, unseen.listing()
+
+
+def test_transcribe_needs_no_model_argument():
+    clip = DEMO / "synth-test-000001.flac"
+    out = subprocess.run(
+        [sys.executable, "-m", "asr.cli", "transcribe", "--format", "json", str(clip)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    (result,) = json.loads(out.stdout)
+    assert result["text"] and result["words"]
+    assert 0 <= result["words"][0]["start"] < result["words"][-1]["end"] <= result["duration"]
+
+
+def test_evaluate_shows_each_demo_clip_against_its_reference(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asr.cli",
+            "evaluate",
+            "--show",
+            str(DEMO / "cuts.jsonl"),
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=DEMO.parents[2],  # the manifest's audio paths are relative to the repository root
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("REF: ") == out.stdout.count("HYP: ") == 6
+    assert "| cuts | asr greedy | 6 |" in out.stdout
