@@ -86,7 +86,7 @@ def evaluate(
         result.elapsed += time.perf_counter() - started
         for cut, hyp in zip(chunk, hyps, strict=True):
             result.ids.append(cut.id)
-            result.refs.append(normalize_text(" ".join(s.text or "" for s in cut.supervisions), alphabet))
+            result.refs.append(_reference(cut, alphabet))
             result.hyps.append(hyp)
             result.audio_seconds += cut.duration
     return result
@@ -147,7 +147,7 @@ def tune_beam(
     cuts = list(cuts.resample(SAMPLE_RATE))
     waves = [torch.from_numpy(c.load_audio().mean(axis=0)) for c in cuts]
     log_probs = dict(log_probs_batch(model, waves))
-    refs = [normalize_text(" ".join(s.text or "" for s in c.supervisions), alphabet) for c in cuts]
+    refs = [_reference(c, alphabet) for c in cuts]
     tokenizer = CharTokenizer(alphabet)
     for option in options:
         search = BeamSearch(option, tokenizer, frame_shift)
@@ -169,6 +169,11 @@ def table(rows: list[tuple[str, str, Evaluation]]) -> str:
         scores = f"{100 * r.wer:.2f} | {100 * r.cer:.2f} | {r.speed:.0f}"
         lines.append(f"| {name} | {recognizer} | {len(r.ids)} | {scores} |")
     return "\n".join(lines)
+
+
+def _reference(cut, alphabet: str) -> str:
+    """A cut's transcript as it is scored: its supervisions' texts normalised to ``alphabet``."""
+    return normalize_text(" ".join(s.text or "" for s in cut.supervisions), alphabet)
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
