@@ -1,7 +1,7 @@
 """The ``asr`` command.
 
     asr fit|validate|test|predict --config recipes/<corpus>/<config>.yaml   (LightningCLI)
-    asr export CHECKPOINT MODEL
+    asr export CHECKPOINT MODEL [--format pt|onnx]
     asr transcribe FILE... [--model MODEL] [--format txt|json|jsonl|srt|vtt|tsv]
     asr stream FILE --model UNIDIRECTIONAL_MODEL [--chunk-ms 200] [--realtime]
     asr evaluate [--model MODEL] MANIFEST... [--compare pocketsphinx] [--output-dir DIR]
@@ -151,8 +151,11 @@ def evaluate_command(args) -> int:
 def export_command(args) -> int:
     from asr.training import export_charlm, export_checkpoint
 
-    net = (export_charlm if args.language_model else export_checkpoint)(args.checkpoint, args.output)
-    kind = "character LM, " if args.language_model else ""
+    if args.language_model:
+        net = export_charlm(args.checkpoint, args.output)
+    else:
+        net = export_checkpoint(args.checkpoint, args.output, args.format)
+    kind = "character LM, " if args.language_model else f"{args.format}, "
     size = Path(args.output).stat().st_size / 1e6
     print(f"{args.output}: {kind}{net.config.rnn_type} x {net.config.num_layers}, {size:.1f} MB")
     return 0
@@ -363,9 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_arguments(p, several=True)
     p.set_defaults(run=evaluate_command)
 
-    p = sub.add_parser("export", help="training checkpoint -> self-contained model file")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("export", help="training checkpoint (or model file) -> self-contained model file")
+    p.add_argument("checkpoint", help="a training checkpoint, or a model file to convert")
     p.add_argument("output")
+    p.add_argument(
+        "--format", choices=["pt", "onnx"], default="pt",
+        help="pt: model file for torch (default); onnx: a graph for ONNX Runtime (load_model reads both)",
+    )  # fmt: skip
     p.set_defaults(run=export_command, language_model=False)
     _lm_parser(sub)
     return parser

@@ -207,6 +207,15 @@ def load_network(path, fmt: str, build, kind: str, device: str | torch.device = 
     return model.to(device).eval()
 
 
+def is_model_file(path) -> bool:
+    """Whether ``path`` is a model file written by :func:`save_model` (not, e.g., a checkpoint)."""
+    try:
+        package = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # missing, not a torch file, or pickled objects (a training checkpoint)
+        return False
+    return isinstance(package, dict) and package.get("format") == MODEL_FORMAT
+
+
 def save_model(model: RecurrentCTC, path) -> Path:
     """Write a recognizer (config, float16 weights, feature statistics) to one file, atomically."""
     return save_network(model, MODEL_FORMAT, path)
@@ -218,7 +227,13 @@ def load_model(path=None, device: str | torch.device = "cpu") -> RecurrentCTC:
     Without ``path``, the English model shipped with the package (:data:`DEFAULT_MODEL`).
     ``model.beam_options`` is the beam search tuned for it (``<model>.decoding.json``, written
     by ``asr lm tune --save``; the shipped model has one with its n-gram LM), or None.
+    A ``.onnx`` file (``asr export --format onnx``) gives an :class:`asr.onnx.OnnxModel`, run
+    by ONNX Runtime on the CPU, with the same ``transcribe`` API.
     """
+    if path is not None and Path(path).suffix == ".onnx":
+        from asr.onnx import load_onnx
+
+        return load_onnx(path)
     if path is None and not DEFAULT_MODEL.is_file():
         raise ModelFileError(
             f"no model file given, and this installation has no default model ({DEFAULT_MODEL}): "

@@ -18,7 +18,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from asr.audio import SAMPLE_RATE
 from asr.charlm import IGNORE, CharLM, CharLMConfig, save_charlm
 from asr.decoding import greedy_decode
-from asr.model import ModelConfig, RecurrentCTC, save_model
+from asr.model import ModelConfig, RecurrentCTC, is_model_file, load_model, save_model
 from asr.text import normalize_text
 
 
@@ -227,12 +227,21 @@ def _network_of(checkpoint, config_class, network_class) -> nn.Module:
     return net
 
 
-def export_checkpoint(checkpoint, output) -> RecurrentCTC:
-    """Write the recognizer of a training checkpoint to a self-contained model file."""
-    net = _network_of(checkpoint, ModelConfig, RecurrentCTC)
+def export_checkpoint(checkpoint, output, format: str = "pt") -> RecurrentCTC:
+    """Write the recognizer of a training checkpoint (or of a model file) to a self-contained
+    model file (``format`` "pt") or ONNX graph ("onnx")."""
+    if is_model_file(checkpoint):
+        net = load_model(checkpoint)
+    else:
+        net = _network_of(checkpoint, ModelConfig, RecurrentCTC)
     if not net.frontend.has_stats:
         raise ValueError(f"{checkpoint}: the feature statistics were never computed (was it trained?)")
-    save_model(net, output)
+    if format == "onnx":
+        from asr.onnx import export_onnx
+
+        export_onnx(net, output)
+    else:
+        save_model(net, output)
     return net
 
 
