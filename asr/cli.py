@@ -69,17 +69,17 @@ def _fail(message: str) -> None:
     print(f"asr: error: {message}", file=sys.stderr)
 
 
-def _load_model(path: str):
+def _load_model(path: str, precision: str = "fp32"):
     from asr.model import load_model
 
-    return load_model(path)
+    return load_model(path, precision=precision)
 
 
 def transcribe_command(args) -> int:
     from asr.audio import SAMPLE_RATE, AudioError, load_audio
     from asr.writers import format_results
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.precision)
     loaded, failed = [], 0
     for path in args.files:
         try:
@@ -122,7 +122,7 @@ def evaluate_command(args) -> int:
     from asr.data import read_cuts
     from asr.evaluation import RECOGNIZERS, evaluate, model_recognizer, table
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.precision)
     ours = [_decoding_options(args, model, method) for method in dict.fromkeys(args.decoder)]
     recognizers = {f"asr {options.name}": model_recognizer(model, options) for options in ours}
     recognizers.update({name: RECOGNIZERS[name]() for name in args.compare})
@@ -325,6 +325,13 @@ def _decoding_options(args, model, method: str | None = None):
     return replace(base, **{key: value for key, value in given.items() if value is not None})
 
 
+def _add_precision_argument(p: argparse.ArgumentParser) -> None:
+    from asr.model import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="bf16: ~1.8x faster on CPUs with native bf16 (avx512_bf16, AMX), GPUs")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     from asr.writers import FORMATS
 
@@ -338,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file written by 'asr export' (default: asr/models/default.pt)")
     p.add_argument("--format", choices=FORMATS, default="txt")
     p.add_argument("--output-dir", help="write <name>.<format> per input here instead of stdout")
+    _add_precision_argument(p)
     _add_decoding_arguments(p)
     p.set_defaults(run=transcribe_command)
 
@@ -363,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--show", action="store_true", help="also print every utterance's reference and hypothesis"
     )
+    _add_precision_argument(p)
     _add_decoding_arguments(p, several=True)
     p.set_defaults(run=evaluate_command)
 

@@ -77,14 +77,17 @@ def _shifted(word: Word, seconds: float) -> Word:
 @torch.inference_mode()
 def log_probs_batch(model: "RecurrentCTC", waves: list[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
     """``(i, (T_i, V) log-probabilities)`` of each 16 kHz waveform, in length-sorted batches
-    (so padding, wasted compute, stays small); ``i`` indexes ``waves``."""
+    (so padding, wasted compute, stays small); ``i`` indexes ``waves``. The network runs under
+    bfloat16 autocast when ``model.precision`` is "bf16"."""
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
     was_training = model.training
     model.eval()
+    bf16 = model.precision == "bf16"
     try:
         for batch in _batches(order, [len(w) / SAMPLE_RATE for w in waves]):
             audio, lengths = pad_batch([waves[i] for i in batch])
-            logits, frames = model(audio.to(model.device), lengths.to(model.device))
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits, frames = model(audio.to(model.device), lengths.to(model.device))
             log_probs = logits.float().log_softmax(-1).cpu()
             for row, i in enumerate(batch):
                 yield i, log_probs[row, : frames[row]]

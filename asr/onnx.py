@@ -92,6 +92,7 @@ class OnnxModel:
 
     training = False
     device = torch.device("cpu")
+    precision = "fp32"
 
     def __init__(self, session, config: ModelConfig):
         self.session, self.config = session, config
@@ -130,8 +131,12 @@ def load_onnx(path) -> OnnxModel:
         import onnxruntime
     except ImportError:
         raise ModelFileError(f"{path}: ONNX models need onnxruntime: pip install 'asr[onnx]'") from None
+    options = onnxruntime.SessionOptions()
+    # Idle threads sleep instead of spinning: a beam search runs between two calls, and spinning
+    # threads would take its core.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:
         raise ModelFileError(f"{path}: not an ONNX model ({type(err).__name__})") from None
     meta = session.get_modelmeta().custom_metadata_map

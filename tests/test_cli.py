@@ -217,3 +217,8 @@ def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
     out = run_asr("evaluate", corpus["test"], "--model", str(model), "--decoder", "beam", "--no-lm")
     assert out.returncode == 0, out.stderr
     assert "| test | asr beam 32 |" in out.stdout  # --no-lm: the plain beam search
+
+
+def test_transcribe_in_bf16(untrained_model_file, speech_wav, capsys):
+    assert main(["transcribe", speech_wav, "--model", untrained_model_file, "--precision", "bf16"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1  # one file: its transcript alone

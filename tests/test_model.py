@@ -135,3 +135,19 @@ def test_transcribe_batch_matches_single_and_restores_training_mode(untrained_mo
     assert [r.text for r in batch] == [r.text for r in single]
     assert batch[1].duration == 0.25
     assert model.training
+
+
+def test_bf16_precision_runs_the_network_in_bfloat16_with_close_results(untrained_model_file, speech_wav):
+    from asr.audio import load_audio
+    from asr.inference import log_probs_batch
+
+    wave = torch.from_numpy(load_audio(speech_wav))
+    fp32 = dict(log_probs_batch(load_model(untrained_model_file), [wave]))[0]
+    bf16_model = load_model(untrained_model_file, precision="bf16")
+    assert bf16_model.precision == "bf16"
+    bf16 = dict(log_probs_batch(bf16_model, [wave]))[0]
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    assert not torch.equal(bf16, fp32)  # it did run in another precision
+    torch.testing.assert_close(bf16, fp32, atol=0.1, rtol=0.05)
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        load_model(untrained_model_file, precision="fp16")

@@ -96,3 +96,8 @@ def test_export_refuses_a_model_without_feature_statistics(untrained_model_file,
     assert main(["export", untrained_model_file, str(tmp_path / "m.onnx"), "--format", "onnx"]) == 1
     assert "feature statistics were never computed" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_models_run_in_fp32_only(onnx_file):
+    with pytest.raises(ValueError, match="runs in fp32 only"):
+        load_model(onnx_file, precision="bf16")
