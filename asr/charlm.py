@@ -5,7 +5,8 @@ text) is the sentence boundary: it is fed first (begin of sentence) and predicte
 sentence). "the cat" is modelled as 0 t h e ␣ c a t -> t h e ␣ c a t 0. Shapes: B sentences,
 L characters, H hidden units, V vocabulary (the alphabet plus the boundary).
 
-The LM serves CTC beam search through :class:`CharLMScorer`; it is trained with
+The LM serves CTC beam search through :class:`CharLMScorer` (inside the search) and
+:func:`sentence_log_probs` (rescoring whole hypotheses); it is trained with
 :class:`CharLMTraining` on :class:`TextDataModule` (text files, one sentence per line).
 """
 
@@ -133,20 +134,27 @@ def _evaluating(model: nn.Module):
         model.train(was_training)
 
 
+def sentence_log_probs(model: CharLM, sentences: list[str]) -> torch.Tensor:
+    """(B,) natural-log probability of each sentence, its end included, in one batched pass."""
+    with _evaluating(model):
+        inputs, targets = model.batch(sentences)
+        logits, _ = model(inputs)  # (B, L, V)
+        nll = nn.functional.cross_entropy(
+            logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none"
+        )  # (B, L), 0 at padding
+    return -nll.sum(dim=1).cpu()
+
+
 def perplexity(model: CharLM, sentences: list[str], batch_size: int = 64) -> float:
     """exp(mean negative log-likelihood per character), the end of each sentence included."""
     if not sentences:
         raise ValueError("perplexity needs at least one sentence")
-    nll, count = 0.0, 0
-    with _evaluating(model):
-        for start in range(0, len(sentences), batch_size):
-            inputs, targets = model.batch(sentences[start : start + batch_size])
-            logits, _ = model(inputs)
-            loss = nn.functional.cross_entropy(
-                logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="sum"
-            )
-            nll, count = nll + loss.item(), count + int((targets != IGNORE).sum())
-    return math.exp(nll / count)
+    log_prob = sum(
+        sentence_log_probs(model, sentences[start : start + batch_size]).sum().item()
+        for start in range(0, len(sentences), batch_size)
+    )
+    count = sum(len(model.tokenizer.encode(s)) + 1 for s in sentences)  # characters and the end
+    return math.exp(-log_prob / count)
 
 
 def sample(

@@ -6,7 +6,7 @@
     asr stream FILE --model UNIDIRECTIONAL_MODEL [--chunk-ms 200] [--realtime]
     asr evaluate [--model MODEL] MANIFEST... [--compare pocketsphinx] [--output-dir DIR]
     asr lm build TEXT... [--order 3] --out LM.arpa[.gz]   (word n-gram, Kneser-Ney)
-    asr lm tune DEV_MANIFEST --lm LM [--model MODEL] [--save]   (LM weight x word score grid)
+    asr lm tune DEV_MANIFEST [--lm LM] [--charlm LM] [--model MODEL] [--save]   (LM weights grid)
     asr lm fit|validate|test --config recipes/<corpus>/charlm.yaml   (character RNN LM)
     asr lm export CKPT OUT | sample --model LM [--prompt P] | perplexity --model LM TEXT...
 
@@ -188,20 +188,31 @@ def lm_tune_command(args) -> int:
     cuts = read_cuts(args.manifest)
     if args.first:
         cuts = cuts.subset(first=args.first)
+    if not (args.lm or args.charlm):
+        raise ValueError("nothing to tune: give a word n-gram (--lm), a character LM (--charlm) or both")
     base = DecodingOptions(
-        method="beam", beam_size=args.beam_size, beam_threshold=args.beam_threshold, lm=args.lm
-    )
-    grid = [replace(base, lm_weight=w, word_score=s) for w in args.lm_weights for s in args.word_scores]
-    print("| LM weight | word score | WER % | CER % | search speed (x real time) |")
-    print("|---|---|---|---|---|")
+        method="beam", beam_size=args.beam_size, beam_threshold=args.beam_threshold, lm=args.lm,
+        charlm=args.charlm, rescore_nbest=args.rescore_nbest,
+    )  # fmt: skip
+    # A weight without its LM changes nothing: it keeps its default, and the grid stays small.
+    lm_weights = args.lm_weights if args.lm else [base.lm_weight]
+    charlm_weights = args.charlm_weights if args.charlm else [base.charlm_weight]
+    grid = [
+        replace(base, lm_weight=w, word_score=s, charlm_weight=c)
+        for w in lm_weights for s in args.word_scores for c in charlm_weights
+    ]  # fmt: skip
+    print("| LM weight | word score | char LM weight | WER % | CER % | search speed (x real time) |")
+    print("|---|---|---|---|---|---|")
     best = None
     for options, result in tune_beam(model, cuts, grid):
         scores = f"{100 * result.wer:.2f} | {100 * result.cer:.2f} | {result.speed:.0f}"
-        print(f"| {options.lm_weight} | {options.word_score} | {scores} |", flush=True)
+        weights = f"{options.lm_weight} | {options.word_score} | {options.charlm_weight}"
+        print(f"| {weights} | {scores} |", flush=True)
         if best is None or (result.wer, result.cer) < (best[1].wer, best[1].cer):
             best = options, result
     options, result = best
     print(f"best: --lm-weight {options.lm_weight} --word-score {options.word_score} "
+          f"--charlm-weight {options.charlm_weight} "
           f"(WER {100 * result.wer:.2f} %, {len(result.ids)} utterances of {args.manifest})")  # fmt: skip
     if args.save:
         path = write_beam_defaults(args.model or DEFAULT_MODEL, options)
@@ -235,6 +246,8 @@ def lm_perplexity_command(args) -> int:
 
 
 def _lm_parser(sub) -> None:
+    from asr.decoding import DecodingOptions
+
     lm = sub.add_parser("lm", help="language models: word n-gram and character RNN")
     lm_sub = lm.add_subparsers(dest="lm_command", required=True, metavar="LM_COMMAND")
     for name in ("fit", "validate", "test"):
@@ -248,10 +261,14 @@ def _lm_parser(sub) -> None:
 
     p = lm_sub.add_parser("tune", help="grid search of n-gram LM weight and word score on a dev manifest")
     p.add_argument("manifest", metavar="MANIFEST", help="lhotse cut manifest (.jsonl[.gz]), e.g. dev")
-    p.add_argument("--lm", required=True, help="word n-gram LM (ARPA, from 'asr lm build')")
+    p.add_argument("--lm", help="word n-gram LM (ARPA, from 'asr lm build')")
+    p.add_argument("--charlm", help="character RNN LM file (from 'asr lm export')")
     p.add_argument("--model", help="model file (default: asr/models/default.pt)")
     p.add_argument("--lm-weights", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
     p.add_argument("--word-scores", type=float, nargs="+", default=[-3.0, -2.0, -1.0, 0.0])
+    p.add_argument("--charlm-weights", type=float, nargs="+", default=[0.1, 0.3, 0.5, 1.0])
+    p.add_argument("--rescore-nbest", type=int, default=DecodingOptions().rescore_nbest,
+                   help="with both LMs: n-gram hypotheses the character LM rescores")  # fmt: skip
     p.add_argument("--beam-size", type=int, default=32)
     p.add_argument("--beam-threshold", type=float, default=25.0)
     p.add_argument("--first", type=int, help="tune on the first N cuts only")
@@ -304,6 +321,12 @@ def _add_decoding_arguments(p: argparse.ArgumentParser, several: bool = False) -
     g.add_argument(
         "--word-score", type=float, help=f"default: the model's tuned one, or {default.word_score}"
     )
+    g.add_argument(
+        "--charlm-weight", type=float, help=f"default: the model's tuned one, or {default.charlm_weight}"
+    )
+    g.add_argument(
+        "--rescore-nbest", type=int, help=f"with both LMs: hypotheses to rescore ({default.rescore_nbest})"
+    )
 
 
 def _decoding_options(args, model, method: str | None = None):
@@ -320,7 +343,8 @@ def _decoding_options(args, model, method: str | None = None):
     given = {
         "beam_size": args.beam_size, "beam_threshold": args.beam_threshold, "lm": args.lm,
         "lexicon": args.lexicon, "charlm": args.charlm, "lm_weight": args.lm_weight,
-        "word_score": args.word_score,
+        "word_score": args.word_score, "charlm_weight": args.charlm_weight,
+        "rescore_nbest": args.rescore_nbest,
     }  # fmt: skip
     return replace(base, **{key: value for key, value in given.items() if value is not None})
 

@@ -130,73 +130,105 @@ def align_words(
 
 @dataclass(frozen=True)
 class DecodingOptions:
-    """How output frames become words: ``greedy`` needs nothing else; ``beam`` uses the rest."""
+    """How output frames become words: ``greedy`` needs nothing else; ``beam`` uses the rest.
+
+    The beam search takes a word n-gram (``lm``), a character LM (``charlm``), both or neither.
+    The n-gram scores words inside the search; the character LM alone scores each character
+    inside it (shallow fusion); with both, the character LM rescores the whole text of each of
+    the n-gram search's ``rescore_nbest`` hypotheses.
+    """
 
     method: str = "greedy"  # greedy | beam
     beam_size: int = 32  # hypotheses kept after each frame
     beam_threshold: float = 25.0  # hypotheses scoring this far (natural log) below the best are dropped
     lm: str | None = None  # word n-gram LM (ARPA, `asr lm build`); decoding keeps to its words
     lexicon: str | None = None  # words allowed (flashlight lexicon); default with an LM: the LM's words
-    charlm: str | None = None  # character RNN LM file (`asr lm export`); spells words freely
-    lm_weight: float = 0.5  # weight of the LM's log-probability
+    charlm: str | None = None  # character RNN LM file (`asr lm export`); alone, it spells words freely
+    lm_weight: float = 0.5  # weight of the n-gram's log-probability (log10, as KenLM gives it)
     word_score: float = 0.0  # added per word: more words against fewer
+    charlm_weight: float = 0.5  # weight of the character LM's log-probability (natural log)
+    rescore_nbest: int = 16  # with both LMs: the n-gram search's hypotheses the character LM rescores
     nbest: int = 1  # hypotheses returned per utterance (the best first)
 
     def __post_init__(self):
         if self.method not in ("greedy", "beam"):
             raise ValueError(f"decoding method must be greedy or beam, got {self.method!r}")
-        if self.lm and self.charlm:
-            raise ValueError("choose one language model: a word n-gram (lm) or a character RNN (charlm)")
+        if self.charlm and self.lexicon and not self.lm:
+            raise ValueError(
+                "a character LM alone searches without a lexicon (it scores characters, not words); "
+                "add a word n-gram LM (lm) to keep to the lexicon and rescore its hypotheses"
+            )
+        for name in ("beam_size", "rescore_nbest", "nbest"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     @property
     def name(self) -> str:
-        """A short description for tables: "greedy", "beam 32 + n-gram", ..."""
+        """A short description for tables: "greedy", "beam 32 + n-gram + char LM", ..."""
         if self.method == "greedy":
             return "greedy"
-        return f"beam {self.beam_size}" + (" + n-gram" if self.lm else " + char LM" if self.charlm else "")
+        return (
+            f"beam {self.beam_size}"
+            + (" + n-gram" if self.lm else "")
+            + (" + char LM" if self.charlm else "")
+        )
 
 
 class BeamSearch:
-    """CTC prefix beam search (torchaudio's flashlight decoder) with an optional language model.
+    """CTC prefix beam search (torchaudio's flashlight decoder) with optional language models.
 
     A word n-gram LM needs a lexicon: the search then spells only its words. A character LM
-    scores each character as it is emitted, so any spelling stays possible.
+    alone scores each character as it is emitted, so any spelling stays possible; beside an
+    n-gram it rescores the n-gram search's hypotheses: beam score + ``charlm_weight`` x the
+    log-probability of the hypothesis's text, end of sentence included.
     """
 
     def __init__(self, options: DecodingOptions, tokenizer: CharTokenizer, frame_shift: float):
         from torchaudio.models.decoder import ctc_decoder
 
-        self.tokenizer, self.frame_shift = tokenizer, frame_shift
+        from asr.charlm import CharLMScorer, load_charlm
+
+        self.tokenizer, self.frame_shift, self.options = tokenizer, frame_shift, options
         self.lexicon = bool(options.lexicon or options.lm)
         # The decoder's tokens in our id order: blank "-" and "|" for the space (its word separator).
         tokens = ["-", *("|" if t == " " else t for t in tokenizer.tokens[1:])]
-        lexicon, lm = options.lexicon, options.lm
+        lexicon, lm, lm_weight, nbest = options.lexicon, options.lm, options.lm_weight, options.nbest
+        self.charlm = load_charlm(options.charlm) if options.charlm else None
         if lm and not lexicon:
             lexicon = _lexicon_of(lm)
         if lm:
             lm = _kenlm(str(lm), str(lexicon))
-        if options.charlm:
-            from asr.charlm import CharLMScorer, load_charlm
-
-            lm = CharLMScorer(load_charlm(options.charlm), ["-", *tokenizer.tokens[1:]])
+            if self.charlm:
+                nbest = max(nbest, options.rescore_nbest)
+        elif self.charlm:
+            lm = CharLMScorer(self.charlm, ["-", *tokenizer.tokens[1:]])
+            lm_weight = options.charlm_weight
         self.decoder = ctc_decoder(
-            lexicon=str(lexicon) if lexicon else None, tokens=tokens, lm=lm,
-            nbest=options.nbest, beam_size=options.beam_size, beam_threshold=options.beam_threshold,
-            lm_weight=options.lm_weight if lm else 0.0, word_score=options.word_score, sil_token="|",
+            lexicon=str(lexicon) if lexicon else None, tokens=tokens, lm=lm, nbest=nbest,
+            beam_size=options.beam_size, beam_threshold=options.beam_threshold,
+            lm_weight=lm_weight if lm else 0.0, word_score=options.word_score, sil_token="|",
         )  # fmt: skip
 
     def __call__(self, log_probs: torch.Tensor) -> list[list[Word]]:
         """(T, V) log-probabilities of one utterance -> up to ``nbest`` word sequences, best first."""
         log_probs = log_probs.float().contiguous()
         hyps = self.decoder(log_probs[None])[0]
-        results = []
-        for hyp in hyps:
-            # With a lexicon the decoder's words are the transcript: its tokens may run two words
-            # together and end in an unfinished one.
-            chars = "".join(self.tokenizer.tokens[t] for t in hyp.tokens.tolist())
-            text = " ".join(hyp.words if self.lexicon else chars.split())
-            results.append(align_words(log_probs, text, self.tokenizer, self.frame_shift))
-        return results
+        # With a lexicon the decoder's words are the transcript: its tokens may run two words
+        # together and end in an unfinished one.
+        texts = [
+            " ".join(hyp.words if self.lexicon else self.tokenizer.decode(hyp.tokens.tolist()).split())
+            for hyp in hyps
+        ]
+        if self.charlm and self.lexicon and texts:
+            from asr.charlm import sentence_log_probs
+
+            scores = torch.tensor([hyp.score for hyp in hyps])
+            scores += self.options.charlm_weight * sentence_log_probs(self.charlm, texts)
+            texts = [texts[i] for i in scores.argsort(descending=True, stable=True).tolist()]
+        return [
+            align_words(log_probs, text, self.tokenizer, self.frame_shift)
+            for text in texts[: self.options.nbest]
+        ]
 
 
 def _lexicon_of(lm: str) -> Path:
@@ -227,6 +259,9 @@ def _kenlm(lm: str, lexicon: str):
     return KenLM(lm, create_word_dict(load_words(lexicon)))
 
 
+LM_FILES = ("lm", "charlm")  # the options naming a file that a model's settings keep beside it
+
+
 def beam_defaults_path(model_path) -> Path:
     """Where a model file's tuned beam-search settings live: ``<model>.decoding.json``."""
     return Path(model_path).with_suffix(".decoding.json")
@@ -235,7 +270,7 @@ def beam_defaults_path(model_path) -> Path:
 def read_beam_defaults(model_path) -> DecodingOptions | None:
     """The beam search a model file was tuned with (``asr lm tune --save``), if any.
 
-    The LM path is stored relative to the JSON file, so a model folder can move as a whole.
+    The LM paths are stored relative to the JSON file, so a model folder can move as a whole.
     """
     path = beam_defaults_path(model_path)
     if not path.is_file():
@@ -245,19 +280,21 @@ def read_beam_defaults(model_path) -> DecodingOptions | None:
         options = DecodingOptions(**{**settings, "method": "beam"})
     except (json.JSONDecodeError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a decoding settings file ({err})") from None
-    if options.lm:
-        options = replace(options, lm=str(path.parent / options.lm))
-    return options
+    beside = {key: str(path.parent / name) for key in LM_FILES if (name := getattr(options, key))}
+    return replace(options, **beside)
 
 
 def write_beam_defaults(model_path, options: DecodingOptions) -> Path:
-    """Store ``options`` as the beam search of a model file; its LM must sit beside the model."""
+    """Store ``options`` as the beam search of a model file; its LMs must sit beside the model."""
     path = beam_defaults_path(model_path)
     settings = asdict(options)
-    if options.lm:
-        lm = Path(options.lm).resolve()
-        if lm.parent != path.parent.resolve():
-            raise ValueError(f"{options.lm}: put the LM beside the model ({path.parent}) to save it with it")
-        settings["lm"] = lm.name
+    for key in LM_FILES:
+        if settings[key]:
+            lm = Path(settings[key]).resolve()
+            if lm.parent != path.parent.resolve():
+                raise ValueError(
+                    f"{settings[key]}: put the LM beside the model ({path.parent}) to save it with it"
+                )
+            settings[key] = lm.name
     del settings["method"], settings["nbest"]
     return write_atomically(path, lambda partial: partial.write_text(json.dumps(settings, indent=2) + "\n"))

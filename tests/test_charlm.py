@@ -1,3 +1,4 @@
+import json
 import math
 
 import lightning as L
@@ -15,6 +16,7 @@ from asr.charlm import (
     perplexity,
     sample,
     save_charlm,
+    sentence_log_probs,
 )
 from asr.cli import lightning_cli, main
 from asr.data import SentenceBatches, TextDataModule
@@ -234,6 +236,24 @@ def test_scorer_gives_the_model_log_probabilities_in_any_token_order(trained_lm)
         CharLMScorer(trained_lm, ["-", " ", "a", "X"])
 
 
+def test_sentence_log_probs_are_the_scorers_sums_whatever_the_batch(trained_lm):
+    sentences = ["the cat sat", "", "a dog ran in the park", "the kat sat"]
+    scorer, tokens = CharLMScorer(trained_lm), ["-", *DEFAULT_ALPHABET]
+    expected = []
+    for sentence in sentences:
+        state, total = scorer.start(False), 0.0
+        for ch in sentence:
+            state, score = scorer.score(state, tokens.index(ch))
+            total += score
+        expected.append(total + scorer.finish(state)[1])
+    batched = sentence_log_probs(trained_lm, sentences)
+    assert batched.shape == (4,)
+    assert batched.tolist() == pytest.approx(expected, abs=1e-4)
+    alone = [sentence_log_probs(trained_lm, [s]).item() for s in sentences]  # no padding
+    assert alone == pytest.approx(batched.tolist(), abs=1e-4)
+    assert batched[0] > batched[3] + 5  # it knows "cat", never saw "kat"
+
+
 def _emissions(frames: list[dict[str, float]], tokens: list[str]) -> torch.Tensor:
     """(1, T, V) log-probabilities; each frame names its likely tokens, the rest share what is left."""
     rows = []
@@ -262,6 +282,30 @@ def test_lm_tips_an_ambiguous_spelling_in_ctc_beam_search(trained_lm):
 
     assert decode(0.0) == "the kat sat on the mat"
     assert decode(1.0) == "the cat sat on the mat"
+
+
+def test_transcribe_with_both_lms(trained_lm, tmp_path, untrained_model_file, speech_wav, capsys):
+    from asr.ngram import build_arpa
+
+    lm = build_arpa(SENTENCES, tmp_path / "words.arpa", order=2)
+    charlm = save_charlm(trained_lm, tmp_path / "charlm.pt")
+    args = [
+        "transcribe",
+        speech_wav,
+        "--model",
+        untrained_model_file,
+        "--decoder",
+        "beam",
+        "--format",
+        "json",
+    ]
+    args += ["--lm", str(lm), "--charlm", str(charlm), "--charlm-weight", "0.7", "--rescore-nbest", "4"]
+    assert main(args) == 0
+    assert set(json.loads(capsys.readouterr().out)[0]["text"].split()) <= {
+        w for s in SENTENCES for w in s.split()
+    }
+    assert main([*args, "--lexicon", str(tmp_path / "words.arpa.lexicon"), "--rescore-nbest", "0"]) == 1
+    assert "rescore_nbest must be at least 1" in capsys.readouterr().err
 
 
 def test_command_lines(trained_lm, tmp_path, capsys):

@@ -2,11 +2,14 @@
 
 import gzip
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from asr.charlm import CharLM, CharLMConfig, save_charlm
 from asr.decoding import (
     BeamSearch,
     DecodingOptions,
@@ -232,8 +235,58 @@ def test_beam_words_carry_times_and_confidences(word_lm):
 def test_decoding_options_are_checked():
     with pytest.raises(ValueError, match="greedy or beam"):
         DecodingOptions(method="viterbi")
-    with pytest.raises(ValueError, match="one language model"):
-        DecodingOptions(method="beam", lm="a.arpa", charlm="b.pt")
+    with pytest.raises(ValueError, match="character LM alone searches without a lexicon"):
+        DecodingOptions(method="beam", lexicon="words.lexicon", charlm="b.pt")
+    for name in ("beam_size", "rescore_nbest", "nbest"):
+        with pytest.raises(ValueError, match=f"{name} must be at least 1, got 0"):
+            DecodingOptions(method="beam", **{name: 0})
+    names = [
+        DecodingOptions(method="beam", beam_size=8, lm="a.arpa", charlm="b.pt").name,
+        DecodingOptions(method="beam", charlm="b.pt").name,
+        DecodingOptions(method="beam", lm="a.arpa", lexicon="words.lexicon").name,
+    ]
+    assert names == ["beam 8 + n-gram + char LM", "beam 32 + char LM", "beam 32 + n-gram"]
+
+
+def unigram_charlm(path: Path, probs: dict[str, float]) -> str:
+    """A character LM file that gives each character (and the end) the same probability after
+    any history: ``probs`` for the characters named, the rest of the mass shared by the others.
+
+    All weights are zero, so the RNN's output is zero and the logits are the output bias.
+    """
+    lm = CharLM(CharLMConfig(hidden_size=4, num_layers=1, dropout=0.0))
+    rest = (1 - sum(probs.values())) / (len(lm.tokenizer) - len(probs))
+    with torch.no_grad():
+        for weight in lm.parameters():
+            weight.zero_()
+        for i, token in enumerate(lm.tokenizer.tokens):
+            lm.head.bias[i] = math.log(probs.get(token, rest))
+    return str(save_charlm(lm, path))
+
+
+def test_a_char_lm_rescores_the_ngram_searchs_hypotheses(word_lm, tmp_path):
+    emissions = ambiguous_log_probs(first="m", second="c")  # "the mat sat" is what the audio favours
+    # "the cat sat" and "the mat sat" differ in one letter: log(0.2 / 0.001) = 5.3 nats for "cat".
+    charlm = unigram_charlm(tmp_path / "charlm.pt", {"c": 0.2, "m": 0.001})
+    ngram = DecodingOptions(method="beam", lm=word_lm, lm_weight=0.0, nbest=2)
+    both = replace(ngram, charlm=charlm, rescore_nbest=4)
+    assert [text_of(w) for w in BeamSearch(ngram, TOKENIZER, FRAME_SHIFT)(emissions)] == [
+        "the mat sat",
+        "the cat sat",
+    ]
+    # The acoustic difference, log(0.5 / 0.4) = 0.22, flips at a weight of 0.22 / 5.3 = 0.04.
+    for weight, expected in (
+        (0.0, "the mat sat"),
+        (0.03, "the mat sat"),
+        (0.06, "the cat sat"),
+        (1.0, "the cat sat"),
+    ):
+        hyps = BeamSearch(replace(both, charlm_weight=weight), TOKENIZER, FRAME_SHIFT)(emissions)
+        assert len(hyps) == 2 and text_of(hyps[0]) == expected
+        assert {text_of(h) for h in hyps} == {"the mat sat", "the cat sat"}
+    # Alone, the same LM scores each character inside a lexicon-free search.
+    alone = DecodingOptions(method="beam", charlm=charlm, charlm_weight=1.0)
+    assert text_of(BeamSearch(alone, TOKENIZER, FRAME_SHIFT)(emissions)[0]) == "the cat sat"
 
 
 def test_a_gzipped_ngram_lm_decodes_like_the_plain_one(word_lm, tmp_path):
@@ -261,6 +314,13 @@ def test_a_models_beam_settings_round_trip_with_the_lm_beside_it(word_lm, tmp_pa
     assert read_beam_defaults(tmp_path / "other.pt") is None
     with pytest.raises(ValueError, match="beside the model"):
         write_beam_defaults(tmp_path / "elsewhere" / "model.pt", options)
+    charlm = unigram_charlm(tmp_path / "charlm.pt", {})  # saved with the model's settings too
+    both = replace(options, charlm=str(charlm), charlm_weight=0.3, rescore_nbest=8)
+    path = write_beam_defaults(tmp_path / "model.pt", both)
+    assert json.loads(path.read_text())["charlm"] == "charlm.pt"
+    assert read_beam_defaults(tmp_path / "model.pt") == both
+    with pytest.raises(ValueError, match="charlm.pt: put the LM beside the model"):
+        write_beam_defaults(tmp_path / "elsewhere" / "model.pt", replace(both, lm=None, lexicon=None))
     path.write_text('{"beam_size": "wide", "lm_weight": }')
     with pytest.raises(ValueError, match="model.decoding.json: not a decoding settings file"):
         read_beam_defaults(tmp_path / "model.pt")
