@@ -18,10 +18,10 @@ from lhotse import CutSet
 from torchmetrics.functional.text import char_error_rate, word_error_rate
 
 from asr.audio import SAMPLE_RATE
-from asr.decoding import BeamSearch, DecodingOptions
+from asr.decoding import DecodingOptions
 from asr.files import write_atomically
-from asr.inference import log_probs_batch
-from asr.text import DEFAULT_ALPHABET, CharTokenizer, normalize_text
+from asr.inference import get_decoder, log_probs_batch
+from asr.text import DEFAULT_ALPHABET, normalize_text
 
 Recognizer = Callable[[list[np.ndarray]], list[str]]
 
@@ -135,6 +135,34 @@ def _pocketsphinx_decode(samples: np.ndarray) -> str:
 RECOGNIZERS = {"pocketsphinx": pocketsphinx_recognizer}
 
 
+def network_log_probs(model, cuts) -> tuple[list[torch.Tensor], float]:
+    """Each cut's (T, V) log-probabilities, in the order of ``cuts``, and the wall seconds the
+    network took over all of them (audio loading excluded)."""
+    waves = [torch.from_numpy(c.resample(SAMPLE_RATE).load_audio().mean(axis=0)) for c in cuts]
+    started = time.perf_counter()
+    found = dict(log_probs_batch(model, waves))
+    return [found[i] for i in range(len(waves))], time.perf_counter() - started
+
+
+def score_search(
+    decode: Callable[[torch.Tensor], str],
+    cuts,
+    log_probs: list[torch.Tensor],
+    alphabet: str = DEFAULT_ALPHABET,
+) -> Evaluation:
+    """``decode`` ((T, V) log-probabilities of one utterance -> text) scored on each cut's
+    network output (:func:`network_log_probs`); its speed counts the search alone."""
+    result = Evaluation(
+        ids=[c.id for c in cuts],
+        refs=[_reference(c, alphabet) for c in cuts],
+        audio_seconds=sum(c.duration for c in cuts),
+    )
+    started = time.perf_counter()
+    result.hyps = [decode(x) for x in log_probs]
+    result.elapsed = time.perf_counter() - started
+    return result
+
+
 def tune_beam(
     model, cuts: CutSet, options: list[DecodingOptions]
 ) -> Iterator[tuple[DecodingOptions, Evaluation]]:
@@ -144,25 +172,17 @@ def tune_beam(
     Each evaluation's speed counts the search alone (the network's share is the same for all).
     """
     alphabet, frame_shift = model.config.alphabet, model.config.frame_shift
-    cuts = list(cuts.resample(SAMPLE_RATE))
-    waves = [torch.from_numpy(c.load_audio().mean(axis=0)) for c in cuts]
-    log_probs = dict(log_probs_batch(model, waves))
-    refs = [_reference(c, alphabet) for c in cuts]
-    tokenizer = CharTokenizer(alphabet)
+    cuts = list(cuts)
+    log_probs, _ = network_log_probs(model, cuts)
     for option in options:
-        search = BeamSearch(option, tokenizer, frame_shift)
-        result = Evaluation(ids=[c.id for c in cuts], refs=refs, audio_seconds=sum(c.duration for c in cuts))
-        started = time.perf_counter()
-        for i in range(len(cuts)):
-            result.hyps.append(" ".join(w.text for w in next(iter(search(log_probs[i])), [])))
-        result.elapsed = time.perf_counter() - started
-        yield option, result
+        decode = get_decoder(option, alphabet, frame_shift)
+        yield option, score_search(lambda x: " ".join(w.text for w in decode(x)), cuts, log_probs, alphabet)  # noqa: B023
 
 
-def table(rows: list[tuple[str, str, Evaluation]]) -> str:
-    """Markdown table of (test set, recognizer, result) rows."""
+def table(rows: list[tuple[str, str, Evaluation]], speed: str = "speed (x real time)") -> str:
+    """Markdown table of (test set, recognizer, result) rows; ``speed`` heads the speed column."""
     lines = [
-        "| test set | recognizer | utterances | WER % | CER % | speed (x real time) |",
+        f"| test set | recognizer | utterances | WER % | CER % | {speed} |",
         "|---|---|---|---|---|---|",
     ]
     for name, recognizer, r in rows:

@@ -6,7 +6,17 @@ from pathlib import Path
 import pytest
 
 from asr.data import read_cuts
-from asr.evaluation import Evaluation, evaluate, model_recognizer, pocketsphinx_recognizer, table
+from asr.decoding import DecodingOptions
+from asr.evaluation import (
+    Evaluation,
+    evaluate,
+    model_recognizer,
+    network_log_probs,
+    pocketsphinx_recognizer,
+    score_search,
+    table,
+)
+from asr.inference import get_decoder
 
 DEMO = Path(__file__).parents[1] / "recipes" / "synth" / "demo"
 
@@ -63,3 +73,19 @@ def test_a_model_is_scored_with_its_own_alphabet(demo_cuts, untrained_model_file
 def test_pocketsphinx_hears_words(demo_cuts):
     result = evaluate(pocketsphinx_recognizer(), demo_cuts)
     assert any(result.hyps) and result.wer < 1.0
+
+
+def test_a_search_on_the_networks_output_scores_as_transcription_does(demo_cuts, untrained_model_file):
+    from asr.model import load_model
+
+    model = load_model(untrained_model_file)
+    log_probs, seconds = network_log_probs(model, list(demo_cuts))
+    assert len(log_probs) == len(demo_cuts) and seconds > 0
+    assert all(x.shape[1] == len(model.tokenizer) for x in log_probs)  # (T, V) each
+    greedy = get_decoder(DecodingOptions(), model.config.alphabet, model.config.frame_shift)
+    searched = score_search(lambda x: " ".join(w.text for w in greedy(x)), demo_cuts, log_probs)
+    transcribed = evaluate(model_recognizer(model), demo_cuts, model.config.alphabet)
+    assert searched.hyps == transcribed.hyps and searched.refs == transcribed.refs
+    assert searched.ids == transcribed.ids and searched.audio_seconds == pytest.approx(
+        transcribed.audio_seconds
+    )
