@@ -27,7 +27,7 @@ PREPARE_ARGS := $(if $(CORPUS),--corpus-dir $(CORPUS)) $(if $(SIZE),--size $(SIZ
 APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	fortunes fortunes-min sword-text-web libsword-utils wordnet-base asterisk-moh-opsound-wav
 
-.PHONY: help setup system test lint demo prepare train export ship eval clean
+.PHONY: help setup system test lint demo prepare train export ship eval bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,8 +55,8 @@ test: setup ## run the test suite (slow tests excluded: make test PYTEST_ARGS=-m
 	$(BIN)/python -m pytest -q $(or $(PYTEST_ARGS),-m "not slow")
 
 lint: setup ## ruff check and format check
-	$(BIN)/ruff check asr recipes tests
-	$(BIN)/ruff format --check asr recipes tests
+	$(BIN)/ruff check asr recipes tests benchmarks
+	$(BIN)/ruff format --check asr recipes tests benchmarks
 
 demo: setup ## transcribe the demo clips with the shipped model: text, word timings, WER
 	@echo "--- transcripts (asr transcribe, default model)"
@@ -85,6 +85,9 @@ ship: ## exp/synth's best checkpoint -> the shipped model, with its LM and tuned
 eval: prepare $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
 	$(BIN)/asr evaluate --model $(MODEL) $(DATA)/cuts_test*.jsonl.gz --output-dir $(EXP) \
 		--decoder $(DECODERS) $(if $(COMPARE),--compare $(COMPARE))
+
+bench: setup ## benchmarks: training, inference, hardware limit, scaling -> exp/bench/results.{md,json,png}
+	$(BIN)/python -m benchmarks.run --out exp/bench
 
 $(EXP)/model.pt:
 	$(MAKE) --no-print-directory train

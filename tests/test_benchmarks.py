@@ -1,0 +1,105 @@
+"""The benchmarks' own arithmetic and plumbing (their figures come from `make bench`)."""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from asr.data import read_cuts
+from asr.evaluation import evaluate
+from asr.model import RNN_TYPES, ModelConfig, RecurrentCTC, save_model
+from asr.onnx import FourierMel
+from benchmarks import inference, limit, run, scaling
+from tests.conftest import TINY
+
+CELLS = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn": torch.nn.RNNCell}
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("subsampling", [1, 3])
+def test_flop_count_matches_torch_flop_counter(rnn_type, bidirectional, subsampling):
+    config = ModelConfig(**{**TINY.__dict__, "rnn_type": rnn_type, "bidirectional": bidirectional,
+                            "subsampling": subsampling})  # fmt: skip
+    counted = limit.flops_per_audio_second(config)
+    net = copy.deepcopy(RecurrentCTC(config)).eval()
+    net.frontend.mel = FourierMel(net.frontend.mel)  # the dense transform the count assumes
+    seconds = 20
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.randn(1, 16000 * seconds), torch.tensor([16000 * seconds]))
+    # The counter sees convolutions and products; of the RNNs only those torch runs as products
+    # (GRU, tanh RNN), not the fused LSTM kernel. The cells below count the RNNs step by step.
+    expected = counted["front end"] + counted["convolutions"] + counted["output layer"]
+    if _counter_sees(RNN_TYPES[rnn_type]):
+        expected += counted["recurrent layers"]
+    assert counter.get_total_flops() / seconds == pytest.approx(expected, rel=0.01)
+    directions = 2 if bidirectional else 1
+    steps = 100 / subsampling * seconds
+    measured = 0
+    for layer in range(config.num_layers):
+        inputs = config.conv_channels if layer == 0 else directions * config.hidden_size
+        with FlopCounterMode(display=False) as cell_counter:
+            CELLS[rnn_type](inputs, config.hidden_size)(torch.randn(1, inputs))
+        measured += cell_counter.get_total_flops() * steps * directions
+    assert measured / seconds == pytest.approx(counted["recurrent layers"], rel=1e-6)
+
+
+def _counter_sees(rnn_class) -> bool:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        rnn_class(8, 8, batch_first=True)(torch.randn(1, 5, 8))
+    return counter.get_total_flops() > 0
+
+
+def test_recording_strings_clips_with_pauses_to_the_exact_length(monkeypatch, corpus):
+    monkeypatch.setattr(scaling, "bench_corpus", lambda: Path(corpus["test"]).parent)
+    audio = scaling.recording(7.5)
+    assert audio.dtype == np.float32 and len(audio) == 7.5 * 16000
+    gap = round(16000 * scaling.GAP_SECONDS)
+    silent = np.convolve(np.abs(audio) == 0, np.ones(gap), mode="valid") == gap
+    assert silent.any()  # a pause between two clips
+
+
+def test_every_inference_variant_transcribes(corpus, tmp_path):
+    torch.manual_seed(0)
+    model = RecurrentCTC(TINY)
+    model.frontend.fit_stats([(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000]))])
+    found = inference.recognizers(str(save_model(model, tmp_path / "model.pt")), tmp_path)
+    assert {"fp32 greedy", "bf16 greedy", "int8 greedy", "onnxruntime greedy", "PocketSphinx 5.1.1"} <= set(
+        found
+    )
+    assert any(name.startswith("onnxruntime beam") for name in found)
+    cuts = read_cuts(corpus["test"])
+    for name, recognize in found.items():
+        result = evaluate(recognize, cuts)
+        assert len(result.hyps) == len(cuts) and result.speed > 0, name
+
+
+def test_report_and_chart_show_every_part(tmp_path):
+    results = {
+        "command": "make bench", "date": "2026-01-01 00:00", "repeats": 3,
+        "machine": {"cpu": "cpu", "cores": 2, "memory_gb": 1, "avx512_bf16": True, "torch": "x",
+                    "torch_threads": 2},
+        "inference": {"rows": [
+            {"recognizer": name, "test_set": s, "x_real_time": speed, "wer": 10.0, "cer": 5.0}
+            for name, speed in (("fp32 greedy", 400.0), ("fp32 beam 32 + n-gram", 100.0),
+                                ("PocketSphinx 5.1.1", 10.0))
+            for s in ("test", "test_unseen_voice")
+        ]},
+        "limit": {"flops_per_audio_second": {"recurrent layers": 3e8}, "total_flops_per_audio_second": 3e8,
+                  "matmul_flops_per_second": {"square 2048 fp32": 1.2e11}},
+        "scaling": {"rows": [
+            {"kind": kind, "size": size, "audio_seconds": size * (3 if kind == "batch" else 1),
+             "wall_seconds": size / 100, "x_real_time": 100.0, "peak_rss_mb": 500.0}
+            for kind in ("transcribe", "network", "batch") for size in (1, 10)
+        ]},
+    }  # fmt: skip
+    text = run.report(results)
+    assert "greedy 400x real time" in text and "greedy 40x and beam + LM 10x PocketSphinx's speed" in text
+    assert "| fp32 beam 32 + n-gram | 100 | 0.25 |" in text
+    assert "120.0 GFLOP/s: 100 % of the fp32 square peak" in text  # 3e8 FLOP x 400
+    assert "one recording, transcribed" in text
+    run.chart(results, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
