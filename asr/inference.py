@@ -4,6 +4,7 @@ These functions are bound onto the model as ``model.transcribe`` and
 ``model.transcribe_batch``; they need torch only (no Lightning).
 """
 
+import ctypes
 import os
 import queue
 from collections.abc import Callable, Iterator
@@ -96,8 +97,27 @@ def log_probs_batch(model: "RecurrentCTC", waves: list[torch.Tensor]) -> Iterato
             log_probs = logits.float().log_softmax(-1).cpu()
             for row, i in enumerate(batch):
                 yield i, log_probs[row, : frames[row]]
+            del audio, logits, log_probs
+            _release_freed_memory()
     finally:
         model.train(was_training)
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Give the memory of a finished batch back to the system. Batches differ in shape, and
+    glibc keeps what large tensors freed for later ones that do not fit it: an hour of audio
+    grew the peak by 650 MB where the freed memory was returned (make bench, scaling)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def transcribe(

@@ -61,7 +61,8 @@ def split_at_pauses(
 def _quietness(samples: np.ndarray, vad: str) -> np.ndarray:
     """Per 10 ms frame: smoothed energy in dB, plus 100 dB wherever silero-vad hears speech."""
     frames = len(samples) // HOP
-    power = np.square(samples[: frames * HOP]).reshape(frames, HOP).mean(axis=1)
+    framed = samples[: frames * HOP].reshape(frames, HOP)
+    power = np.einsum("ij,ij->i", framed, framed) / HOP  # no squared copy of the audio
     kernel = np.ones(SMOOTHING) / SMOOTHING
     score = np.convolve(10 * np.log10(power + 1e-10), kernel, mode="same")
     speech = _speech_probability(samples) if vad == "silero" else None
@@ -75,20 +76,23 @@ def _quietness(samples: np.ndarray, vad: str) -> np.ndarray:
 def _speech_probability(samples: np.ndarray) -> np.ndarray | None:
     """silero-vad's speech probability per 32 ms window, or None if it is not installed.
 
-    The audio is read as rows of a minute in one batch (the model's state restarts at each
-    row): an hour takes seconds instead of a minute or more window by window.
+    The audio is read as rows of about a minute in one batch (the model's state restarts at
+    each row): an hour takes seconds instead of a minute or more window by window. The rows
+    are a view of the samples, each a whole number of windows; the few windows left over make
+    a row of their own, so the audio is not copied.
     """
     model = _silero()
     if model is None:
         return None
-    row = VAD_ROWS_SECONDS * SAMPLE_RATE
-    rows = -(-len(samples) // row)
-    padded = np.zeros(rows * row, dtype=np.float32)
-    padded[: len(samples)] = samples
-    model.reset_states()
+    rows = -(-len(samples) // (VAD_ROWS_SECONDS * SAMPLE_RATE))
+    length = len(samples) // rows // VAD_WINDOW * VAD_WINDOW
+    parts = [torch.from_numpy(samples[: rows * length]).view(rows, length)]
+    if rows * length < len(samples):  # padded to a whole window: silero-vad refuses less
+        tail = samples[rows * length :]
+        parts.append(torch.from_numpy(np.pad(tail, (0, -len(tail) % VAD_WINDOW)))[None])
     with torch.inference_mode():
-        probs = model.audio_forward(torch.from_numpy(padded).view(rows, row), SAMPLE_RATE)
-    return probs.flatten().numpy()[: -(-len(samples) // VAD_WINDOW)]
+        probs = [model.audio_forward(part, SAMPLE_RATE).flatten() for part in parts]
+    return torch.cat(probs).numpy()[: -(-len(samples) // VAD_WINDOW)]
 
 
 @lru_cache(maxsize=1)

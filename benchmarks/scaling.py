@@ -24,16 +24,18 @@ GAP_SECONDS = 0.4  # silence between clips strung into a recording
 
 def recording(seconds: float) -> np.ndarray:
     """``seconds`` of speech: the bench test clips one after another (again from the first
-    when they run out), with short pauses between them, as in a long recording."""
+    when they run out), with short pauses between them, as in a long recording. Written into
+    one array made up front, so building it leaves no peak of memory above its own size."""
     cuts = list(read_cuts(bench_corpus() / "cuts_test.jsonl.gz"))
-    gap = np.zeros(round(16000 * GAP_SECONDS), dtype=np.float32)
-    pieces, total, i = [], 0, 0
-    while total < 16000 * seconds:
-        clip = cuts[i % len(cuts)].load_audio().mean(axis=0).astype(np.float32)
-        pieces += [clip, gap]
-        total += len(clip) + len(gap)
+    audio = np.zeros(round(16000 * seconds), dtype=np.float32)
+    gap = round(16000 * GAP_SECONDS)
+    filled, i = 0, 0
+    while filled < len(audio):
+        clip = cuts[i % len(cuts)].load_audio().mean(axis=0)[: len(audio) - filled]
+        audio[filled : filled + len(clip)] = clip
+        filled += len(clip) + gap
         i += 1
-    return np.concatenate(pieces)[: round(16000 * seconds)]
+    return audio
 
 
 def _point(kind: str, size: float, model_path: str | None, repeats: int) -> dict:
