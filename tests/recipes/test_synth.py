@@ -171,4 +171,4 @@ def test_charlm_config_is_valid(capsys):
         main(["lm", "fit", "--config", str(REPO / "recipes" / "synth" / "charlm.yaml"), "--print_config"])
     assert exit_info.value.code in (0, None)
     config = capsys.readouterr().out
-    assert "train_text: data/synth/lm/train.txt" in config and "hidden_size: 512" in config
+    assert "train_text: data/synth/lm/train.txt" in config and "hidden_size: 384" in config
