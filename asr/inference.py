@@ -5,10 +5,7 @@ These functions are bound onto the model as ``model.transcribe`` and
 """
 
 import ctypes
-import os
-import queue
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -60,13 +57,11 @@ def transcribe_batch(
     # Inputs longer than MAX_PIECE_SECONDS are cut at pauses; the pieces of all inputs share
     # batches, and each piece's word times are shifted by where it starts.
     pieces = [(i, start, end) for i, wave in enumerate(waves) for start, end in split_at_pauses(wave)]
-    found: list = [None] * len(pieces)  # words of each piece, or the beam search finding them
+    found: list[list[Word]] = [[] for _ in pieces]
     for k, log_probs in log_probs_batch(model, [waves[i][start:end] for i, start, end in pieces]):
-        beam = options.method == "beam"
-        found[k] = _search_threads().submit(decode, log_probs) if beam else decode(log_probs)
+        found[k] = decode(log_probs)
     words: list[list[Word]] = [[] for _ in waves]
-    for (i, start, _), piece in zip(pieces, found, strict=True):  # pieces are in time order
-        piece_words = piece if isinstance(piece, list) else piece.result()
+    for (i, start, _), piece_words in zip(pieces, found, strict=True):  # pieces are in time order
         words[i] += [_shifted(w, start / SAMPLE_RATE) for w in piece_words]
     return [
         Transcription(" ".join(w.text for w in ws), ws, duration=round(len(wave) / SAMPLE_RATE, 3))
@@ -131,41 +126,12 @@ def transcribe(
 def get_decoder(
     options: DecodingOptions, alphabet: str, frame_shift: float
 ) -> Callable[[torch.Tensor], list[Word]]:
-    """(T, V) log-probabilities -> the best words; beam search decoders (and their LMs) load once.
-
-    The beam search decoder may be called from several threads at once.
-    """
+    """(T, V) log-probabilities -> the best words; beam search decoders (and their LMs) load once."""
     tokenizer = CharTokenizer(alphabet)
     if options.method == "greedy":
         return lambda log_probs: greedy_decode(log_probs, tokenizer, frame_shift)
-    return _SharedSearch(lambda: BeamSearch(options, tokenizer, frame_shift))
-
-
-class _SharedSearch:
-    """A beam search callable from several threads: a flashlight decoder holds one utterance's
-    state while it runs, so each call borrows an idle one, built when none is idle (the LM
-    itself is loaded once and shared). The first is built at once, so a bad LM fails early."""
-
-    def __init__(self, build: Callable[[], BeamSearch]):
-        self.build, self.idle = build, queue.SimpleQueue()
-        self.idle.put(build())
-
-    def __call__(self, log_probs: torch.Tensor) -> list[Word]:
-        try:
-            search = self.idle.get_nowait()
-        except queue.Empty:
-            search = self.build()
-        try:
-            return next(iter(search(log_probs)), [])  # no hypothesis: no words
-        finally:
-            self.idle.put(search)
-
-
-@lru_cache(maxsize=1)
-def _search_threads() -> ThreadPoolExecutor:
-    """Threads for beam searches, one per core: flashlight runs without the GIL, so utterances
-    are searched in parallel (1.7x on 2 cores) while the network computes the next batch."""
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="asr-beam")
+    search = BeamSearch(options, tokenizer, frame_shift)
+    return lambda log_probs: next(iter(search(log_probs)), [])  # no hypothesis: no words
 
 
 def _batches(order: list[int], seconds: list[float]):

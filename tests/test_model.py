@@ -137,13 +137,13 @@ def test_transcribe_batch_matches_single_and_restores_training_mode(untrained_mo
     assert model.training
 
 
-def test_beam_searches_in_parallel_threads_keep_each_input_its_own_words(untrained_model_file):
+def test_beam_transcribe_batch_matches_one_by_one_across_pieces(untrained_model_file):
     from asr.decoding import DecodingOptions
 
     model = load_model(untrained_model_file)
     options = DecodingOptions(method="beam", beam_size=4)
     torch.manual_seed(1)
-    # Two inputs over 30 s (cut into pieces) and short ones, all searched at once in threads.
+    # Two inputs over 30 s (cut into pieces) and short ones, sharing batches.
     inputs = [torch.randn(16000 * n) * 0.3 for n in (45, 1, 3, 35, 2)]
     batch = model.transcribe_batch(inputs, sample_rate=16000, options=options)
     for audio, result in zip(inputs, batch, strict=True):
