@@ -353,7 +353,7 @@ def _add_precision_argument(p: argparse.ArgumentParser) -> None:
     from asr.model import PRECISIONS
 
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: ~1.8x faster on CPUs with native bf16 (avx512_bf16, AMX), GPUs")  # fmt: skip
+                   help="bf16: for GPUs and CPUs with native bf16 (avx512_bf16, AMX)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -233,9 +233,9 @@ def load_model(path=None, device: str | torch.device = "cpu", precision: str = "
     Without ``path``, the English model shipped with the package (:data:`DEFAULT_MODEL`).
     ``model.beam_options`` is the beam search tuned for it (``<model>.decoding.json``, written
     by ``asr lm tune --save``; the shipped model has one with its n-gram LM), or None.
-    ``precision="bf16"`` runs the network under bfloat16 autocast: on CPUs with native bf16
-    (avx512_bf16, AMX) and on GPUs ~1.8x faster at the same WER (``make bench``); elsewhere
-    slower. A ``.onnx`` file (``asr export --format onnx``) gives an
+    ``precision="bf16"`` runs the network under bfloat16 autocast, for GPUs and CPUs with
+    native bf16 (avx512_bf16, AMX); on the 2-core build machine greedy transcription is only
+    2-11 % faster than fp32, at the same WER (``make bench``). A ``.onnx`` file (``asr export --format onnx``) gives an
     :class:`asr.onnx.OnnxModel`, run by ONNX Runtime in fp32, with the same ``transcribe`` API.
     """
     if precision not in PRECISIONS:
