@@ -235,8 +235,9 @@ def load_model(path=None, device: str | torch.device = "cpu", precision: str = "
     by ``asr lm tune --save``; the shipped model has one with its n-gram LM), or None.
     ``precision="bf16"`` runs the network under bfloat16 autocast, for GPUs and CPUs with
     native bf16 (avx512_bf16, AMX); on the 2-core build machine greedy transcription is only
-    2-11 % faster than fp32, at the same WER (``make bench``). A ``.onnx`` file (``asr export --format onnx``) gives an
-    :class:`asr.onnx.OnnxModel`, run by ONNX Runtime in fp32, with the same ``transcribe`` API.
+    2-11 % faster than fp32, at the same WER (``make bench``). A ``.onnx`` file (``asr export
+    --format onnx``) gives an :class:`asr.onnx.OnnxModel`, run by ONNX Runtime in fp32, with the
+    same ``transcribe`` API.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
