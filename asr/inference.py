@@ -51,18 +51,18 @@ def transcribe_batch(
     Raises:
         asr.audio.AudioError: an input cannot be read (the message names it).
     """
-    options = options or DecodingOptions()
-    decode = get_decoder(options, model.config.alphabet, model.config.frame_shift)
+    decode = get_decoder(options or DecodingOptions(), model.config.alphabet, model.config.frame_shift)
     waves = [torch.from_numpy(load_audio(a, sample_rate)) for a in audios]
     # Inputs longer than MAX_PIECE_SECONDS are cut at pauses; the pieces of all inputs share
     # batches, and each piece's word times are shifted by where it starts.
     pieces = [(i, start, end) for i, wave in enumerate(waves) for start, end in split_at_pauses(wave)]
     found: list[list[Word]] = [[] for _ in pieces]
     for k, log_probs in log_probs_batch(model, [waves[i][start:end] for i, start, end in pieces]):
-        found[k] = decode(log_probs)
+        offset = pieces[k][1] / SAMPLE_RATE
+        found[k] = [_shifted(w, offset) for w in decode(log_probs)]
     words: list[list[Word]] = [[] for _ in waves]
-    for (i, start, _), piece_words in zip(pieces, found, strict=True):  # pieces are in time order
-        words[i] += [_shifted(w, start / SAMPLE_RATE) for w in piece_words]
+    for (i, _, _), piece_words in zip(pieces, found, strict=True):  # pieces are in time order
+        words[i] += piece_words
     return [
         Transcription(" ".join(w.text for w in ws), ws, duration=round(len(wave) / SAMPLE_RATE, 3))
         for wave, ws in zip(waves, words, strict=True)

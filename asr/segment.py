@@ -78,9 +78,9 @@ def _speech_probability(samples: np.ndarray) -> np.ndarray | None:
 
     The audio is read as rows of about 10 s in one batch (the model's state restarts at each
     row): an hour takes seconds instead of a minute or more window by window, and a minute
-    0.47 s where rows of a minute took 0.73 s (make bench, scaling), cutting at the same places. The rows
-    are a view of the samples, each a whole number of windows; the few windows left over make
-    a row of their own, so the audio is not copied.
+    0.47 s where rows of a minute took 0.73 s, cutting at the same places. The rows are a view
+    of the samples, each a whole number of windows; the few windows left over make a row of
+    their own, so the audio is not copied.
     """
     model = _silero()
     if model is None:
