@@ -23,18 +23,36 @@ from asr.text import normalize_text
 
 
 class WarmupLR(torch.optim.lr_scheduler.LambdaLR):
-    """Linear warm-up to the optimizer's LR, then inverse-square-root decay.
+    """Linear warm-up to the optimizer's LR, then inverse-square-root or cosine decay.
 
-    Needs no total step count, which a duration-bucketed sampler cannot know in advance.
+    Without ``total_steps`` the decay is inverse-square-root, which needs no step count (a
+    duration-bucketed sampler cannot know one in advance). With it, the LR follows a half
+    cosine from its peak down to ``final_factor`` times the peak at ``total_steps`` and stays
+    there: for a fixed budget (``trainer.max_steps``) it keeps the LR high for longer.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 500):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        warmup_steps: int = 500,
+        total_steps: int | None = None,
+        final_factor: float = 0.02,
+    ):
         self.warmup_steps = max(1, warmup_steps)
+        if total_steps is not None and total_steps <= self.warmup_steps:
+            raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
+        self.total_steps = total_steps
+        self.final_factor = final_factor
         super().__init__(optimizer, self._factor)
 
     def _factor(self, step: int) -> float:
         step = max(step, 1)
-        return min(step / self.warmup_steps, math.sqrt(self.warmup_steps / step))
+        if step < self.warmup_steps:
+            return step / self.warmup_steps
+        if self.total_steps is None:
+            return math.sqrt(self.warmup_steps / step)
+        done = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        return self.final_factor + (1 - self.final_factor) * 0.5 * (1 + math.cos(math.pi * done))
 
 
 class CTCTraining(L.LightningModule):

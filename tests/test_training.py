@@ -28,6 +28,15 @@ def test_warmup_rises_linearly_then_decays_as_inverse_sqrt():
     assert factors == pytest.approx([0.1, 0.5, 1.0, 0.5])
 
 
+def test_warmup_then_cosine_to_the_final_factor_at_total_steps():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = WarmupLR(optimizer, warmup_steps=10, total_steps=110, final_factor=0.1)
+    factors = [scheduler._factor(step) for step in (5, 10, 60, 110, 500)]
+    assert factors == pytest.approx([0.5, 1.0, 0.55, 0.1, 0.1])
+    with pytest.raises(ValueError, match="total_steps"):
+        WarmupLR(optimizer, warmup_steps=10, total_steps=10)
+
+
 def test_feature_statistics_come_from_training_data(corpus, tmp_path):
     module = CTCTraining(ModelConfig(n_mels=40, hidden_size=32, num_layers=1, conv_channels=32))
     data = SpeechDataModule(corpus["train"], corpus["dev"], max_duration=20, num_workers=0)
