@@ -14,7 +14,7 @@ LOG_FLOOR = 1e-6  # added before the log so silence gives a finite value (-13.8)
 
 
 class LogMel(nn.Module):
-    """Log-mel spectrogram with global mean/variance normalisation and SpecAugment.
+    """Log-mel spectrogram with mean/variance normalisation and SpecAugment.
 
     Args:
         n_mels: mel bins per frame.
@@ -22,6 +22,11 @@ class LogMel(nn.Module):
         hop_ms: frame shift in milliseconds (10 ms = 100 frames per second).
         freq_masks, freq_mask_width: SpecAugment frequency masks (count, max bins each).
         time_masks, time_mask_width: SpecAugment time masks (count, max frames each).
+        utterance_mean: subtract each utterance's own mean frame (cepstral mean normalisation)
+            instead of the training set's. It removes what is constant over an utterance: the
+            channel's frequency response, the recording level and part of the speaker's
+            spectral envelope. A stream does not know its mean before it ends, so streaming
+            models use the global mean.
     """
 
     def __init__(
@@ -33,8 +38,10 @@ class LogMel(nn.Module):
         freq_mask_width: int = 27,
         time_masks: int = 2,
         time_mask_width: int = 40,
+        utterance_mean: bool = False,
     ):
         super().__init__()
+        self.utterance_mean = utterance_mean
         self.hop_length = round(SAMPLE_RATE * hop_ms / 1000)
         self.win_length = round(SAMPLE_RATE * win_ms / 1000)
         # center=False: a frame only sees its own samples, never padding, so an utterance
@@ -50,7 +57,8 @@ class LogMel(nn.Module):
         augment = [torchaudio.transforms.FrequencyMasking(freq_mask_width, iid_masks=True)] * freq_masks
         augment += [torchaudio.transforms.TimeMasking(time_mask_width, iid_masks=True)] * time_masks
         self.spec_augment = nn.Sequential(*augment)
-        # Statistics of the training set's log-mel frames; identity until fit_stats() runs.
+        # Statistics of the training set's log-mel frames (after utterance mean subtraction if
+        # that is on); identity until fit_stats() runs.
         self.register_buffer("mean", torch.zeros(n_mels))
         self.register_buffer("std", torch.ones(n_mels))
         self.register_buffer("frames_seen", torch.zeros((), dtype=torch.long))
@@ -87,8 +95,10 @@ class LogMel(nn.Module):
         count = 0
         for audio, audio_lens in batches:
             feats = self.log_mel(audio.to(self.mean.device)).double()
-            mask = _length_mask(self.num_frames(audio_lens.to(feats.device)), feats.shape[1])
-            real = feats[mask]  # (N, F)
+            lens = self.num_frames(audio_lens.to(feats.device))
+            if self.utterance_mean:
+                feats = feats - _utterance_mean(feats, lens)
+            real = feats[_length_mask(lens, feats.shape[1])]  # (N, F)
             total += real.sum(0)
             total_sq += (real**2).sum(0)
             count += real.shape[0]
@@ -104,12 +114,21 @@ class LogMel(nn.Module):
 
         Padded frames are set to zero (the normalised mean) so they carry no signal.
         """
-        feats = (self.log_mel(audio) - self.mean) / self.std
+        feats = self.log_mel(audio)
+        lens = self.num_frames(audio_lens)
+        if self.utterance_mean:
+            feats = feats - _utterance_mean(feats, lens)
+        feats = (feats - self.mean) / self.std
         if self.training and len(self.spec_augment):
             feats = self.spec_augment(feats.transpose(1, 2)).transpose(1, 2)
-        lens = self.num_frames(audio_lens)
         feats = feats * _length_mask(lens, feats.shape[1]).unsqueeze(-1)
         return feats, lens
+
+
+def _utterance_mean(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) frames, (B,) frame counts -> (B, 1, F) mean of each utterance's real frames."""
+    mask = _length_mask(lengths, feats.shape[1]).unsqueeze(-1)
+    return (feats * mask).sum(1, keepdim=True) / lengths.to(feats.dtype)[:, None, None]
 
 
 def _length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

@@ -29,6 +29,7 @@ class ModelConfig:
     n_mels: int = 80  # mel bins per 10 ms frame
     win_ms: float = 25.0  # analysis window
     hop_ms: float = 10.0  # frame shift
+    feature_norm: str = "global"  # global | utterance: whose mean the log-mel frames lose (LogMel)
     subsampling: int = 2  # time subsampling of the conv front end: 1, 2, 3 or 4
     conv_channels: int = 256  # width of the conv front end
     rnn_type: str = "lstm"  # lstm | gru | rnn (tanh)
@@ -41,6 +42,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.subsampling not in (1, 2, 3, 4):
             raise ValueError(f"subsampling must be 1, 2, 3 or 4, got {self.subsampling}")
+        if self.feature_norm not in ("global", "utterance"):
+            raise ValueError(f"feature_norm must be 'global' or 'utterance', got {self.feature_norm!r}")
         if self.rnn_type not in RNN_TYPES:
             raise ValueError(f"rnn_type must be one of {sorted(RNN_TYPES)}, got {self.rnn_type!r}")
 
@@ -115,7 +118,9 @@ class RecurrentCTC(nn.Module):
         super().__init__()
         self.config = config
         self.tokenizer = CharTokenizer(config.alphabet)
-        self.frontend = LogMel(config.n_mels, config.win_ms, config.hop_ms)
+        self.frontend = LogMel(
+            config.n_mels, config.win_ms, config.hop_ms, utterance_mean=config.feature_norm == "utterance"
+        )
         self.subsample = ConvSubsampling(config.n_mels, config.conv_channels, config.subsampling)
         directions = 2 if config.bidirectional else 1
         sizes = [config.conv_channels] + [directions * config.hidden_size] * config.num_layers

@@ -37,6 +37,11 @@ class Stream:
                 "streaming needs a unidirectional model (model.net.bidirectional: false); "
                 "this one reads every utterance backwards too"
             )
+        if model.config.feature_norm != "global":
+            raise ValueError(
+                "streaming needs a model with model.net.feature_norm: global; this one subtracts "
+                "each utterance's mean, which a stream knows only when it ends"
+            )
         self.model = model.eval()
         self.options = options or DecodingOptions()
         self.resampler = (

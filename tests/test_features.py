@@ -30,9 +30,9 @@ def pad(samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch, lengths
 
 
-@pytest.fixture
-def frontend() -> LogMel:
-    return LogMel(n_mels=N_MELS).eval()
+@pytest.fixture(params=[False, True], ids=["global-mean", "utterance-mean"])
+def frontend(request) -> LogMel:
+    return LogMel(n_mels=N_MELS, utterance_mean=request.param).eval()
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,8 @@ def test_padded_frames_are_zero_in_train_mode_too():
 # Normalisation statistics
 
 
-def test_features_are_unnormalised_until_stats_are_fitted(frontend):
+def test_features_are_unnormalised_until_stats_are_fitted():
+    frontend = LogMel(n_mels=N_MELS).eval()
     audio, lengths = pad(waves(4000))
     feats, _ = frontend(audio, lengths)
     assert not frontend.has_stats
@@ -122,6 +123,16 @@ def test_fit_stats_normalises_real_frames_to_zero_mean_unit_std(frontend):
     torch.testing.assert_close(real.std(0, unbiased=False), torch.ones(N_MELS), atol=1e-4, rtol=0)
 
 
+def test_utterance_mean_removes_the_recording_level():
+    frontend = LogMel(n_mels=N_MELS, utterance_mean=True).eval()
+    audio, lengths = pad(waves(SAMPLE_RATE, 7000))
+    loud, _ = frontend(audio * 4, lengths)
+    quiet, frames = frontend(audio, lengths)
+    torch.testing.assert_close(loud, quiet, atol=1e-3, rtol=0)
+    for row, count in enumerate(frames.tolist()):  # each utterance's real frames: zero mean
+        torch.testing.assert_close(quiet[row, :count].mean(0), torch.zeros(N_MELS), atol=1e-4, rtol=0)
+
+
 def test_fit_stats_counts_real_frames_only(frontend):
     lengths = [SAMPLE_RATE, 3000, 100]
     frontend.fit_stats([pad(waves(*lengths))])
@@ -131,7 +142,7 @@ def test_fit_stats_counts_real_frames_only(frontend):
 
 def test_fit_stats_ignores_padding(frontend):
     utterances = waves(SAMPLE_RATE, 3000, 600, 100, seed=3)
-    unpadded = LogMel(n_mels=N_MELS)
+    unpadded = LogMel(n_mels=N_MELS, utterance_mean=frontend.utterance_mean)
     unpadded.fit_stats([(audio.unsqueeze(0), torch.tensor([len(audio)])) for audio in utterances])
 
     frontend.fit_stats([pad(utterances)])
@@ -201,4 +212,7 @@ def test_spec_augment_is_off_in_eval_mode(frontend):
     second, _ = frontend(audio, lengths)
 
     assert torch.equal(first, second)
-    torch.testing.assert_close(first, (frontend.log_mel(audio) - frontend.mean) / frontend.std)
+    log_mel = frontend.log_mel(audio)
+    if frontend.utterance_mean:
+        log_mel = log_mel - log_mel.mean(1, keepdim=True)
+    torch.testing.assert_close(first, (log_mel - frontend.mean) / frontend.std)

@@ -85,6 +85,8 @@ def test_streams_at_other_rates_are_resampled(speech_wav):
 def test_a_bidirectional_model_cannot_stream_and_a_finished_stream_takes_no_more():
     with pytest.raises(ValueError, match="unidirectional"):
         RecurrentCTC(TINY).stream()
+    with pytest.raises(ValueError, match="feature_norm: global"):
+        uni_model(feature_norm="utterance").stream()
     stream = uni_model().stream()
     stream.finish()
     with pytest.raises(ValueError, match="finished"):
