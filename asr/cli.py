@@ -206,14 +206,16 @@ def lm_tune_command(args) -> int:
     best = None
     for options, result in tune_beam(model, cuts, grid):
         scores = f"{100 * result.wer:.2f} | {100 * result.cer:.2f} | {result.speed:.0f}"
-        weights = f"{options.lm_weight} | {options.word_score} | {options.charlm_weight}"
-        print(f"| {weights} | {scores} |", flush=True)
+        lm_weight = options.lm_weight if args.lm else "-"  # the weight of an LM not given does nothing
+        charlm_weight = options.charlm_weight if args.charlm else "-"
+        print(f"| {lm_weight} | {options.word_score} | {charlm_weight} | {scores} |", flush=True)
         if best is None or (result.wer, result.cer) < (best[1].wer, best[1].cer):
             best = options, result
     options, result = best
-    print(f"best: --lm-weight {options.lm_weight} --word-score {options.word_score} "
-          f"--charlm-weight {options.charlm_weight} "
-          f"(WER {100 * result.wer:.2f} %, {len(result.ids)} utterances of {args.manifest})")  # fmt: skip
+    flags = f"--word-score {options.word_score}"
+    flags = (f"--lm-weight {options.lm_weight} " if args.lm else "") + flags
+    flags += f" --charlm-weight {options.charlm_weight}" if args.charlm else ""
+    print(f"best: {flags} (WER {100 * result.wer:.2f} %, {len(result.ids)} utterances of {args.manifest})")
     if args.save:
         path = write_beam_defaults(args.model or DEFAULT_MODEL, options)
         print(f"{path}: 'asr transcribe --decoder beam' now uses this LM and these weights with this model")

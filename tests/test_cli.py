@@ -202,6 +202,8 @@ def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
         line for line in out.stdout.splitlines() if line.startswith("| 0.5 |") or line.startswith("| 2.0 |")
     ]
     assert len(rows) == 2 and "best: --lm-weight" in out.stdout
+    assert all(row.split(" | ")[2] == "-" for row in rows)  # no char LM: its weight is not tuned
+    assert "--charlm-weight" not in out.stdout
     assert load_model(model).beam_options.lm == str(tmp_path / "lm.arpa.gz")
     out = run_asr("transcribe", speech_wav, "--model", str(model), "--format", "json", "--decoder", "beam")
     assert out.returncode == 0, out.stderr
