@@ -8,7 +8,8 @@ Stages (each resumable; a finished stage does nothing when run again):
 2. plan      a voice, rate, pitch and effect chain drawn for every clip, and the room bank
              -> plan/<split>.jsonl, rooms.npz
 3. speech    every planned clip rendered, augmented and written as 16 kHz FLAC
-             -> audio/<split>/<nnn>/<id>.flac (clips already on disk are kept)
+             -> audio/<split>/<nnn>/<id>.flac (clips already on disk are kept; editing
+             the voices or effects in this recipe re-plans and re-renders the clips it changes)
 4. manifests lhotse cut manifests and a summary -> cuts_<split>.jsonl.gz, summary.json
 5. lm        language model text (every training sentence, none of dev/test) and a word
              3-gram built from it -> lm/{train,dev}.txt, lm/words.arpa
@@ -21,6 +22,7 @@ so growing it renders only the new clips.
 """
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -116,22 +118,43 @@ def plan_split(split: str, sentences: list[tuple[str, str]], seed: int, variants
     return clips
 
 
+def _plan_fingerprint(counts: dict, seed: int, variants: list[str]) -> str:
+    """Everything the plan depends on: sizes, seed, voices, draw ranges and the drawing code."""
+    shares = list(VOICE_SHARES.items())
+    settings = [counts, seed, variants, shares, RATE, PITCH, asdict(augment.AugmentConfig())]
+    digest = hashlib.sha256(json.dumps(settings, default=str).encode())
+    for module in (__file__, augment.__file__, voices.__file__):
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()
+
+
 def stage_plan(out: Path, size: str, seed: int) -> None:
     counts = {**SIZES[size], "test_unseen_voice": SIZES[size]["test"]}
     variants = voices.espeak_variants()
     (out / "plan").mkdir(exist_ok=True)
+    if not (out / "rooms.npz").exists():
+        rooms = augment.make_rooms(augment.AugmentConfig().rooms, seed)
+        write_atomically(out / "rooms.npz", lambda p: _save_arrays(p, rooms))
+    fingerprint = _plan_fingerprint(counts, seed, variants)
+    stamp = out / "plan" / "fingerprint"
+    if stamp.exists() and stamp.read_text() == fingerprint:
+        return
     for split, count in counts.items():
         path = out / "plan" / f"{split}.jsonl"
-        if path.exists() and sum(1 for _ in path.open()) == count:
-            continue
         sentences = _read_text(out, "test" if split == "test_unseen_voice" else split)[:count]
         if len(sentences) < count:
             raise ValueError(f"{split}: {count} clips asked for, only {len(sentences)} sentences available")
         records = plan_split(split, sentences, seed, variants)
+        old = _read_plan(out, split) if path.exists() else []
+        if records == old:
+            continue
+        # A clip whose draws changed (the recipe's voices or effects were edited) is rendered
+        # again; the others, and a smaller plan's clips when the corpus grows, are kept.
+        for new, previous in zip(records, old, strict=False):  # sizes differ when it grows
+            if new != previous:
+                (out / previous["audio"]).unlink(missing_ok=True)
         write_atomically(path, lambda p, r=records: p.write_text("".join(json.dumps(x) + "\n" for x in r)))
-    if not (out / "rooms.npz").exists():
-        rooms = augment.make_rooms(augment.AugmentConfig().rooms, seed)
-        write_atomically(out / "rooms.npz", lambda p: _save_arrays(p, rooms))
+    stamp.write_text(fingerprint)
 
 
 def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
@@ -207,7 +230,8 @@ def stage_manifests(out: Path) -> dict:
     for split in SPLITS:
         path = out / f"cuts_{split}.jsonl.gz"
         clips = _read_plan(out, split)
-        if not path.exists() or sum(1 for _ in CutSet.from_file(path)) != len(clips):
+        plan = out / "plan" / f"{split}.jsonl"
+        if not path.exists() or path.stat().st_mtime_ns < plan.stat().st_mtime_ns:  # re-planned since
             write_atomically(path, lambda p, c=clips: _cuts(out, c).to_file(p))
         cuts = CutSet.from_file(path)
         summary[split] = {

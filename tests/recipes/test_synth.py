@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +159,23 @@ def test_prepare_resumes_and_grows_without_rendering_twice(tiny_recipe, tmp_path
     assert len(list(CutSet.from_file(manifests["train"]))) == 9
     assert all(p.stat().st_mtime_ns == mtimes[p] for p in flacs[1:])
     assert not list(tmp_path.rglob(".partial-*"))
+
+
+def test_editing_the_recipe_re_renders_only_the_clips_it_changes(tiny_recipe, tmp_path, monkeypatch):
+    manifests = prepare.prepare(tmp_path, size="tiny", workers=1)
+    flacs = sorted(tmp_path.glob("audio/**/*.flac"))
+    mtimes = {p: p.stat().st_mtime_ns for p in flacs}
+    monkeypatch.setattr(prepare, "PITCH", (1.4, 1.5))  # every seen-voice clip gets a higher pitch
+
+    prepare.prepare(tmp_path, size="tiny", workers=1)
+
+    for split in ("train", "dev", "test"):
+        for cut in CutSet.from_file(manifests[split]):  # the manifest says what the audio is
+            assert 1.4 <= cut.supervisions[0].custom["voice"]["pitch"] <= 1.5
+            path = Path(cut.recording.sources[0].source)
+            assert path.exists() and path.stat().st_mtime_ns != mtimes[path]
+    unseen = tmp_path.glob("audio/test_unseen_voice/**/*.flac")  # fixed voice: nothing to redo
+    assert all(p.stat().st_mtime_ns == mtimes[p] for p in unseen)
 
 
 def test_prepare_refuses_a_folder_made_with_another_seed(tiny_recipe, tmp_path):
