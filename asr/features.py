@@ -96,9 +96,10 @@ class LogMel(nn.Module):
         for audio, audio_lens in batches:
             feats = self.log_mel(audio.to(self.mean.device)).double()
             lens = self.num_frames(audio_lens.to(feats.device))
+            mask = _length_mask(lens, feats.shape[1])
             if self.utterance_mean:
-                feats = feats - _utterance_mean(feats, lens)
-            real = feats[_length_mask(lens, feats.shape[1])]  # (N, F)
+                feats = feats - _utterance_mean(feats, mask, lens)
+            real = feats[mask]  # (N, F)
             total += real.sum(0)
             total_sq += (real**2).sum(0)
             count += real.shape[0]
@@ -116,19 +117,20 @@ class LogMel(nn.Module):
         """
         feats = self.log_mel(audio)
         lens = self.num_frames(audio_lens)
+        mask = _length_mask(lens, feats.shape[1])
         if self.utterance_mean:
-            feats = feats - _utterance_mean(feats, lens)
+            feats = feats - _utterance_mean(feats, mask, lens)
         feats = (feats - self.mean) / self.std
         if self.training and len(self.spec_augment):
             feats = self.spec_augment(feats.transpose(1, 2)).transpose(1, 2)
-        feats = feats * _length_mask(lens, feats.shape[1]).unsqueeze(-1)
+        feats = feats * mask.unsqueeze(-1)
         return feats, lens
 
 
-def _utterance_mean(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, T, F) frames, (B,) frame counts -> (B, 1, F) mean of each utterance's real frames."""
-    mask = _length_mask(lengths, feats.shape[1]).unsqueeze(-1)
-    return (feats * mask).sum(1, keepdim=True) / lengths.to(feats.dtype)[:, None, None]
+def _utterance_mean(feats: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) frames, (B, T) real-frame mask, (B,) frame counts -> (B, 1, F) mean of each
+    utterance's real frames."""
+    return (feats * mask.unsqueeze(-1)).sum(1, keepdim=True) / lengths.to(feats.dtype)[:, None, None]
 
 
 def _length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
