@@ -154,7 +154,7 @@ def stage_plan(out: Path, size: str, seed: int) -> None:
             if new != previous:
                 (out / previous["audio"]).unlink(missing_ok=True)
         write_atomically(path, lambda p, r=records: p.write_text("".join(json.dumps(x) + "\n" for x in r)))
-    stamp.write_text(fingerprint)
+    write_atomically(stamp, lambda p: p.write_text(fingerprint))
 
 
 def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
