@@ -92,12 +92,23 @@ def draw(rng: np.random.Generator, config: AugmentConfig) -> Effects:
 
 def make_rooms(count: int, seed: int) -> list[np.ndarray]:
     """``count`` simulated room impulse responses at 16 kHz, reproducible from ``seed``."""
+    import torch
     from lhotse.augmentation.utils import FastRandomRIRGenerator
 
     rooms = []
     for i in range(count):
         generator = FastRandomRIRGenerator(sr=SAMPLE_RATE, room_seed=seed + i, source_seed=seed + i)
-        rir = np.asarray(generator(nsource=1)[0], dtype=np.float32)
+        # Its seeds cover numpy's draws only: the image sources' distances come from torch's
+        # global generator, and coinciding ones are written by a threaded scatter whose winner
+        # varies. Both made fixed here (and restored after), so a room is the same every time.
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + i)
+            torch.use_deterministic_algorithms(True)
+            try:
+                rir = np.asarray(generator(nsource=1)[0], dtype=np.float32)
+            finally:
+                torch.use_deterministic_algorithms(deterministic)
         rooms.append(rir / (np.abs(rir).max() + 1e-9))
     return rooms
 

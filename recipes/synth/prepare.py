@@ -132,13 +132,15 @@ def stage_plan(out: Path, size: str, seed: int) -> None:
     counts = {**SIZES[size], "test_unseen_voice": SIZES[size]["test"]}
     variants = voices.espeak_variants()
     (out / "plan").mkdir(exist_ok=True)
-    if not (out / "rooms.npz").exists():
-        rooms = augment.make_rooms(augment.AugmentConfig().rooms, seed)
-        write_atomically(out / "rooms.npz", lambda p: _save_arrays(p, rooms))
     fingerprint = _plan_fingerprint(counts, seed, variants)
     stamp = out / "plan" / "fingerprint"
-    if stamp.exists() and stamp.read_text() == fingerprint:
+    if stamp.exists() and stamp.read_text() == fingerprint and (out / "rooms.npz").exists():
         return
+    # The room bank is drawn again too: edited room code changes the clips that use a room.
+    rooms, bank = augment.make_rooms(augment.AugmentConfig().rooms, seed), out / "rooms.npz"
+    rooms_changed = not bank.exists() or not _same_arrays(_load_arrays(bank), rooms)
+    if rooms_changed:
+        write_atomically(bank, lambda p: _save_arrays(p, rooms))
     for split, count in counts.items():
         path = out / "plan" / f"{split}.jsonl"
         sentences = _read_text(out, "test" if split == "test_unseen_voice" else split)[:count]
@@ -146,13 +148,13 @@ def stage_plan(out: Path, size: str, seed: int) -> None:
             raise ValueError(f"{split}: {count} clips asked for, only {len(sentences)} sentences available")
         records = plan_split(split, sentences, seed, variants)
         old = _read_plan(out, split) if path.exists() else []
+        # A clip whose draws or room changed (the recipe's voices or effects were edited) is
+        # rendered again; the others, and a smaller plan's clips when the corpus grows, are kept.
+        for new, previous in zip(records, old, strict=False):  # sizes differ when it grows
+            if new != previous or (rooms_changed and "room" in previous["effects"]):
+                (out / previous["audio"]).unlink(missing_ok=True)
         if records == old:
             continue
-        # A clip whose draws changed (the recipe's voices or effects were edited) is rendered
-        # again; the others, and a smaller plan's clips when the corpus grows, are kept.
-        for new, previous in zip(records, old, strict=False):  # sizes differ when it grows
-            if new != previous:
-                (out / previous["audio"]).unlink(missing_ok=True)
         write_atomically(path, lambda p, r=records: p.write_text("".join(json.dumps(x) + "\n" for x in r)))
     write_atomically(stamp, lambda p: p.write_text(fingerprint))
 
@@ -160,6 +162,15 @@ def stage_plan(out: Path, size: str, seed: int) -> None:
 def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
         np.savez(f, *arrays)
+
+
+def _load_arrays(path: Path) -> list[np.ndarray]:
+    with np.load(path) as bank:  # np.savez names them arr_0, arr_1, ...
+        return [bank[k] for k in sorted(bank.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def _same_arrays(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _read_plan(out: Path, split: str) -> list[dict]:
@@ -170,8 +181,7 @@ _WORKER: dict = {}  # per-process state: the room bank and the music tracks
 
 
 def _init_worker(out: Path) -> None:
-    with np.load(out / "rooms.npz") as bank:
-        _WORKER["rooms"] = [bank[k] for k in sorted(bank.files, key=lambda k: int(k.split("_")[1]))]
+    _WORKER["rooms"] = _load_arrays(out / "rooms.npz")
     _WORKER["music"] = augment.load_music()
 
 

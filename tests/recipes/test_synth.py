@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from lhotse import CutSet
 
 from asr.cli import main
@@ -108,6 +109,22 @@ def test_draws_are_reproducible_and_cover_every_effect():
     assert any(fx.room is not None for fx in first) and any(fx.vtl != 1.0 for fx in first)
 
 
+def test_the_room_bank_is_the_same_every_time_and_leaves_torch_as_it_was():
+    torch.manual_seed(7)
+    expected = torch.rand(1)
+    torch.manual_seed(7)
+    first = augment.make_rooms(4, seed=0)
+    assert torch.rand(1) == expected and not torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = augment.make_rooms(4, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0][: len(first[1])], first[1][: len(first[0])])
+
+
 SENTENCES = [
     (f"sentence number {n}, spoken.", f"sentence number {normalize_text(str(n))} spoken") for n in range(40)
 ]
@@ -176,6 +193,23 @@ def test_editing_the_recipe_re_renders_only_the_clips_it_changes(tiny_recipe, tm
             assert path.exists() and path.stat().st_mtime_ns != mtimes[path]
     unseen = tmp_path.glob("audio/test_unseen_voice/**/*.flac")  # fixed voice: nothing to redo
     assert all(p.stat().st_mtime_ns == mtimes[p] for p in unseen)
+
+
+def test_a_new_room_bank_re_renders_the_clips_in_a_room(tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.setattr(augment.AugmentConfig, "p_room", 0.5)
+    prepare.prepare(tmp_path, size="tiny", workers=1)
+    plan = prepare._read_plan(tmp_path, "train")
+    mtimes = {c["id"]: (tmp_path / c["audio"]).stat().st_mtime_ns for c in plan}
+    # As an edit of the room simulation in augment.py would: other rooms, a new fingerprint.
+    make_rooms = augment.make_rooms
+    monkeypatch.setattr(augment, "make_rooms", lambda n, seed: [r[::-1].copy() for r in make_rooms(n, seed)])
+    monkeypatch.setattr(prepare, "_plan_fingerprint", lambda *args: "edited")
+
+    prepare.prepare(tmp_path, size="tiny", workers=1)
+
+    redone = {c["id"] for c in plan if (tmp_path / c["audio"]).stat().st_mtime_ns != mtimes[c["id"]]}
+    in_a_room = {c["id"] for c in plan if "room" in c["effects"]}
+    assert redone == in_a_room and 0 < len(in_a_room) < len(plan)
 
 
 def test_prepare_refuses_a_folder_made_with_another_seed(tiny_recipe, tmp_path):
