@@ -6,10 +6,12 @@ this file only says how one step is computed and measured.
 """
 
 import math
+from collections.abc import Callable
 from itertools import islice
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
@@ -25,34 +27,73 @@ from asr.text import normalize_text
 class WarmupLR(torch.optim.lr_scheduler.LambdaLR):
     """Linear warm-up to the optimizer's LR, then inverse-square-root or cosine decay.
 
-    Without ``total_steps`` the decay is inverse-square-root, which needs no step count (a
-    duration-bucketed sampler cannot know one in advance). With it, the LR follows a half
-    cosine from its peak down to ``final_factor`` times the peak at ``total_steps`` and stays
-    there: for a fixed budget (``trainer.max_steps``) it keeps the LR high for longer.
+    ``decay="inverse_sqrt"`` needs no budget (a duration-bucketed sampler cannot know its step
+    count in advance). ``decay="cosine"`` follows a half cosine from the peak down to
+    ``final_factor`` times the peak at the end of the run's budget and stays there: the
+    budget is ``trainer.max_steps`` or ``trainer.max_time``, whichever runs out first, as the
+    trainer stops (the training modules hand it over through :meth:`set_budget`). A time
+    budget makes the decay end with the run on a slow machine as on a fast one, where a
+    fixed step count would leave a slow run stopped at a high LR.
     """
 
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
         warmup_steps: int = 500,
-        total_steps: int | None = None,
+        decay: str = "inverse_sqrt",
         final_factor: float = 0.02,
     ):
+        if decay not in ("inverse_sqrt", "cosine"):
+            raise ValueError(f"decay must be 'inverse_sqrt' or 'cosine', got {decay!r}")
         self.warmup_steps = max(1, warmup_steps)
-        if total_steps is not None and total_steps <= self.warmup_steps:
-            raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
-        self.total_steps = total_steps
+        self.decay = decay
         self.final_factor = final_factor
+        self.total_steps: int | None = None
+        self.time_spent: Callable[[], float] | None = None
         super().__init__(optimizer, self._factor)
+
+    def set_budget(self, steps: int | None = None, time_spent: Callable[[], float] | None = None) -> None:
+        """The run's budget: ``steps`` updates and/or ``time_spent()``, the fraction of its time
+        used so far (0 at the start, 1 when it is over)."""
+        if self.decay == "cosine" and steps is None and time_spent is None:
+            raise ValueError("cosine decay needs a budget: set trainer.max_steps or trainer.max_time")
+        self.total_steps, self.time_spent = steps, time_spent
 
     def _factor(self, step: int) -> float:
         step = max(step, 1)
         if step < self.warmup_steps:
             return step / self.warmup_steps
-        if self.total_steps is None:
+        if self.decay == "inverse_sqrt":
             return math.sqrt(self.warmup_steps / step)
-        done = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        done = 0.0
+        if self.total_steps is not None:
+            done = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        if self.time_spent is not None:
+            done = max(done, self.time_spent())
+        done = min(1.0, done)
         return self.final_factor + (1 - self.final_factor) * 0.5 * (1 + math.cos(math.pi * done))
+
+    def state_dict(self) -> dict:
+        # The budget is the trainer's, set anew when a run resumes (its clock is restored with
+        # the trainer's Timer), so a resumed run may change it.
+        return {k: v for k, v in super().state_dict().items() if k not in ("total_steps", "time_spent")}
+
+
+def configure_schedule(module: L.LightningModule, optimizer, scheduler):
+    """Lightning's optimizer config for ``scheduler`` (None: a constant LR), stepped every
+    update; a :class:`WarmupLR` gets the trainer's budget (max_steps, max_time)."""
+    if scheduler is None:
+        return optimizer
+    if isinstance(scheduler, WarmupLR):
+        trainer = module.trainer
+        # Lightning adds a Timer callback when trainer.max_time is set; it counts across resumes.
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        time_spent = None
+        if timer is not None and timer.time_remaining() is not None:
+            duration = timer.time_elapsed() + timer.time_remaining()
+            time_spent = lambda: timer.time_elapsed() / duration  # noqa: E731
+        scheduler.set_budget(trainer.max_steps if trainer.max_steps > 0 else None, time_spent)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class CTCTraining(L.LightningModule):
@@ -162,8 +203,7 @@ class CTCTraining(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
-        scheduler = self.lr_scheduler(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_schedule(self, optimizer, self.lr_scheduler(optimizer))
 
 
 class CharPerplexity(MeanMetric):
@@ -224,10 +264,7 @@ class CharLMTraining(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
-        if self.lr_scheduler is None:
-            return optimizer
-        scheduler = self.lr_scheduler(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_schedule(self, optimizer, self.lr_scheduler and self.lr_scheduler(optimizer))
 
 
 def _network_of(checkpoint, config_class, network_class) -> nn.Module:

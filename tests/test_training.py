@@ -1,3 +1,5 @@
+import io
+
 import lightning as L
 import pytest
 import torch
@@ -28,13 +30,44 @@ def test_warmup_rises_linearly_then_decays_as_inverse_sqrt():
     assert factors == pytest.approx([0.1, 0.5, 1.0, 0.5])
 
 
-def test_warmup_then_cosine_to_the_final_factor_at_total_steps():
+def test_warmup_then_cosine_to_the_final_factor_at_the_last_step():
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    scheduler = WarmupLR(optimizer, warmup_steps=10, total_steps=110, final_factor=0.1)
+    scheduler = WarmupLR(optimizer, warmup_steps=10, decay="cosine", final_factor=0.1)
+    scheduler.set_budget(steps=110)
     factors = [scheduler._factor(step) for step in (5, 10, 60, 110, 500)]
     assert factors == pytest.approx([0.5, 1.0, 0.55, 0.1, 0.1])
-    with pytest.raises(ValueError, match="total_steps"):
-        WarmupLR(optimizer, warmup_steps=10, total_steps=10)
+    scheduler.set_budget(steps=5)  # a run shorter than its warm-up (a dev run) never decays
+    assert scheduler._factor(5) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="max_steps or trainer.max_time"):
+        scheduler.set_budget()
+    with pytest.raises(ValueError, match="decay"):
+        WarmupLR(optimizer, decay="linear")
+
+
+def test_cosine_follows_the_time_budget_when_it_runs_out_first():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = WarmupLR(optimizer, warmup_steps=10, decay="cosine", final_factor=0.1)
+    spent = [0.5]
+    scheduler.set_budget(steps=1000, time_spent=lambda: spent[0])
+    assert scheduler._factor(20) == pytest.approx(0.55)  # half the time, 1 % of the steps
+    spent[0] = 1.2  # past the budget: the final factor, as the trainer stops
+    assert scheduler._factor(30) == pytest.approx(0.1)
+    spent[0] = 0.0
+    assert scheduler._factor(505) == pytest.approx(0.55)  # the steps run out first
+
+
+def test_the_trainer_gives_the_schedule_its_budget_and_checkpoints_leave_it_out():
+    module = CTCTraining(
+        ModelConfig(n_mels=40, hidden_size=32, num_layers=1, conv_channels=32),
+        lr_scheduler=lambda o: WarmupLR(o, warmup_steps=10, decay="cosine"),
+    )
+    module.trainer = L.Trainer(max_steps=200, max_time="00:00:30:00", logger=False)
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert scheduler.total_steps == 200
+    assert scheduler.time_spent() == pytest.approx(0.0)
+    state = scheduler.state_dict()
+    assert "time_spent" not in state and "total_steps" not in state
+    torch.save(state, io.BytesIO())  # a checkpoint can hold it
 
 
 def test_feature_statistics_come_from_training_data(corpus, tmp_path):
