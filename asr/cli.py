@@ -49,6 +49,10 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
             )
             parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir")
 
+        def before_instantiate_classes(self):
+            trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
+            trainer.precision = training_precision(trainer.precision, trainer.accelerator)
+
     return CLI(
         CharLMTraining if language_model else CTCTraining,
         TextDataModule if language_model else SpeechDataModule,
@@ -63,6 +67,31 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger"},  # save_dir linked above
         },
     )
+
+
+def training_precision(precision, accelerator) -> str:
+    """The trainer's ``precision``, unless it asks for bf16 on a CPU that has none: there bf16
+    is emulated, and training ran 30x slower than in fp32 (AVX2, no AVX-512); fp32 instead."""
+    import torch
+
+    on_cpu = accelerator == "cpu" or (
+        accelerator == "auto" and not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    )
+    if not (on_cpu and str(precision).startswith("bf16")) or native_bf16_cpu():
+        return precision
+    print(
+        f"asr: warning: trainer.precision {precision} asks for bf16, which this CPU does not have "
+        "(AVX-512 or Arm BF16): training in fp32 (32-true) instead",
+        file=sys.stderr,
+    )
+    return "32-true"
+
+
+def native_bf16_cpu() -> bool:
+    """Whether oneDNN runs bf16 on this CPU natively (AVX-512 or Arm BF16), not emulated."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _fail(message: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from asr import cli
 from asr.cli import main
 from asr.model import load_model
 
@@ -30,6 +31,19 @@ def _fit_args(corpus, root, *extra) -> list[str]:
 
 def test_fit_fast_dev_run_through_the_cli(corpus, tmp_path):
     main(_fit_args(corpus, tmp_path, "--trainer.fast_dev_run", "1"))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_training_falls_back_to_fp32_on_a_cpu_without_it(corpus, tmp_path, monkeypatch, capsys, native):
+    monkeypatch.setattr(cli, "native_bf16_cpu", lambda: native)
+    args = _fit_args(corpus, tmp_path, "--trainer.fast_dev_run", "1", "--trainer.precision", "bf16-mixed")
+    trainer = cli.lightning_cli(args).trainer
+    warned = "training in fp32 (32-true) instead" in capsys.readouterr().err
+    assert warned != native
+    assert trainer.precision == ("bf16-mixed" if native else "32-true")
+    # Only a CPU run falls back: a GPU has its own bf16.
+    assert cli.training_precision("bf16-mixed", "gpu") == "bf16-mixed"
+    assert cli.training_precision("32-true", "cpu") == "32-true"
 
 
 def test_print_config_shows_the_model_and_data(capsys):
