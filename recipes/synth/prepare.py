@@ -11,8 +11,9 @@ Stages (each resumable; a finished stage does nothing when run again):
              -> audio/<split>/<nnn>/<id>.flac (clips already on disk are kept; editing
              the voices or effects in this recipe re-plans and re-renders the clips it changes)
 4. manifests lhotse cut manifests and a summary -> cuts_<split>.jsonl.gz, summary.json
-5. lm        language model text (every training sentence, none of dev/test) and a word
-             3-gram built from it -> lm/{train,dev}.txt, lm/words.arpa
+5. lm        language model text (every sentence of the sources and WordNet's definitions,
+             none holding a dev/test sentence) and a word 3-gram of it
+             -> lm/{train,dev}.txt, lm/words.arpa
 
 Splits: ``train`` (augmented), ``dev`` and ``test`` (clean, seen voices, unseen sentences),
 ``test_unseen_voice`` (the test sentences spoken by flite's awb and rms, voices whose
@@ -258,19 +259,42 @@ def stage_manifests(out: Path) -> dict:
 
 
 def stage_lm(out: Path) -> None:
-    """Transcripts as LM text, one sentence per line, and a word 3-gram of the training text.
+    """Language model text, one sentence per line, and a word 3-gram of the training text.
 
-    All training sentences serve, also those no clip speaks; dev and test sentences never.
+    The training text is every sentence of the recipe's sources whatever its length (also
+    those no clip speaks) and WordNet's definitions, less every line that holds a dev or test
+    sentence; the dev text is the dev transcripts.
     """
     (out / "lm").mkdir(exist_ok=True)
-    for split in ("train", "dev"):
-        path = out / "lm" / f"{split}.txt"
-        if not path.exists():
-            lines = "".join(transcript + "\n" for _, transcript in _read_text(out, split))
-            write_atomically(path, lambda p, lines=lines: p.write_text(lines))
+    train, dev = out / "lm" / "train.txt", out / "lm" / "dev.txt"
+    if not dev.exists():
+        lines = "".join(t + "\n" for _, t in _read_text(out, "dev"))
+        write_atomically(dev, lambda p: p.write_text(lines))
+    if not train.exists():
+        held_out = [t for split in ("dev", "test") for _, t in _read_text(out, split)]
+        lines = "".join(t + "\n" for t in without_sentences(dict.fromkeys(text.lm_sentences()), held_out))
+        write_atomically(train, lambda p: p.write_text(lines))
     if not (out / "lm" / "words.arpa").exists():
         build_arpa(read_text_file(out / "lm" / "train.txt"), out / "lm" / "words.arpa", order=3)
         print(f"lm: {out / 'lm' / 'words.arpa'} from {out / 'lm' / 'train.txt'}")
+
+
+def without_sentences(lines, sentences: list[str]) -> list[str]:
+    """``lines`` less those that hold one of ``sentences`` as whole words."""
+    by_start: dict[tuple, list[list[str]]] = {}
+    for sentence in sentences:
+        words = sentence.split()
+        by_start.setdefault(tuple(words[:2]), []).append(words)
+
+    def holds(line: str) -> bool:
+        words = line.split()
+        return any(
+            words[i : i + len(s)] == s
+            for i in range(len(words))
+            for s in by_start.get(tuple(words[i : i + 2]), ())
+        )
+
+    return [line for line in lines if not holds(line)]
 
 
 def prepare(out, size: str = "default", seed: int = 0, stage: int = 1, stop_stage: int = 5, workers: int = 2):

@@ -5,6 +5,9 @@ Sources (all public domain or freely licensed, all offline):
 - the World English Bible (``sword-text-web``, read with ``mod2imp`` from ``libsword-utils``);
 - WordNet's example sentences (``wordnet-base``): the quoted parts of its glosses.
 
+The word language model also reads sentences of every length from them, and WordNet's
+definitions (:func:`lm_sentences`).
+
 Each sentence keeps two forms: ``spoken``, what the synthesizer reads (normalised words with
 the sentence's commas and final punctuation, which give it phrasing and intonation), and
 ``text``, the transcript (``normalize_text`` of the sentence).
@@ -33,6 +36,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 _PHRASE_BREAK = re.compile(r"\s*[,;:\u2014]+\s+|\s+-+\s+")
 _TAG = re.compile(r"<[^>]*>")
 _NOTE = re.compile(r"<note\b.*?</note>", re.DOTALL)
+_QUOTED = re.compile(r'"([^"]{10,})"')  # a WordNet example sentence
+_QUOTED_ANY = re.compile(r'"[^"]*"')
 
 
 class MissingPackage(RuntimeError):
@@ -78,16 +83,26 @@ def bible_paragraphs(module: str = BIBLE_MODULE) -> list[str]:
     return verses
 
 
-def wordnet_examples(directory: Path = WORDNET_DIR) -> list[str]:
-    """Example sentences: the double-quoted parts of WordNet glosses."""
+def wordnet_glosses(directory: Path = WORDNET_DIR) -> list[str]:
+    """Every gloss of WordNet's synsets: definitions, then double-quoted examples."""
     _need(directory / "data.noun", "wordnet")
-    examples = []
+    glosses = []
     for part in ("noun", "verb", "adj", "adv"):
         for line in (directory / f"data.{part}").read_text(encoding="utf-8", errors="replace").splitlines():
             if not line.startswith("  "):  # the licence header is indented
-                _, _, gloss = line.partition(" | ")
-                examples += re.findall(r'"([^"]{10,})"', gloss)
-    return examples
+                glosses.append(line.partition(" | ")[2])
+    return glosses
+
+
+def wordnet_examples(directory: Path = WORDNET_DIR) -> list[str]:
+    """Example sentences: the double-quoted parts of WordNet glosses."""
+    return [e for gloss in wordnet_glosses(directory) for e in _QUOTED.findall(gloss)]
+
+
+def wordnet_definitions(directory: Path = WORDNET_DIR) -> list[str]:
+    """Definitions: WordNet glosses without their examples, one per ``;``-separated part."""
+    parts = (p for gloss in wordnet_glosses(directory) for p in _QUOTED_ANY.sub("", gloss).split(";"))
+    return [p.strip() for p in parts if p.strip()]
 
 
 def sentences(paragraphs: list[str], min_words: int = 3, max_words: int = 20) -> list[tuple[str, str]]:
@@ -113,3 +128,11 @@ def read_all() -> dict[str, list[tuple[str, str]]]:
         "bible": sentences(bible_paragraphs()),
         "wordnet": sentences(wordnet_examples()),
     }
+
+
+def lm_sentences() -> list[str]:
+    """Transcripts for the word language model: every sentence of the three sources whatever
+    its length (the corpus speaks those of 3-20 words), and WordNet's definitions."""
+    paragraphs = fortune_paragraphs() + bible_paragraphs() + wordnet_examples() + wordnet_definitions()
+    found = (normalize_text(s) for p in paragraphs for s in _SENTENCE_END.split(p))
+    return [t for t in found if t]

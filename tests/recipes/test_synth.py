@@ -28,6 +28,13 @@ def test_wordnet_examples_are_the_quoted_glosses(tmp_path):
     assert text.wordnet_examples(tmp_path) == ["She choked with emotion when she spoke"]
 
 
+def test_wordnet_definitions_are_the_glosses_without_examples(tmp_path):
+    entry = '00002724 29 v 01 choke 0 002 | breathe with difficulty; gasp; "She choked with emotion"\n'
+    for part in ("noun", "verb", "adj", "adv"):
+        (tmp_path / f"data.{part}").write_text(entry if part == "verb" else "")
+    assert text.wordnet_definitions(tmp_path) == ["breathe with difficulty", "gasp"]
+
+
 def test_sentences_keep_phrasing_for_speech_and_normalise_transcripts():
     pairs = text.sentences(['Well, I paid $5 for it; 3 times! Too short. Then "he left" quietly.'])
     assert pairs[0] == (
@@ -133,6 +140,9 @@ SENTENCES = [
 @pytest.fixture
 def tiny_recipe(monkeypatch):
     monkeypatch.setattr(text, "read_all", lambda: {"fixture": SENTENCES})
+    # LM text: the corpus sentences, each also inside a longer line, and one definition.
+    lm_lines = [t for _, t in SENTENCES] + [f"he said {t} twice" for _, t in SENTENCES] + ["a definition"]
+    monkeypatch.setattr(text, "lm_sentences", lambda: lm_lines)
     monkeypatch.setattr(prepare, "RESERVED", {"dev": 4, "test": 4})
     monkeypatch.setitem(prepare.SIZES, "tiny", {"train": 6, "dev": 2, "test": 2})
     monkeypatch.setitem(prepare.SIZES, "bigger", {"train": 9, "dev": 2, "test": 2})
@@ -157,9 +167,19 @@ def test_prepare_makes_disjoint_splits_with_held_out_voices(tiny_recipe, tmp_pat
         assert cut.sampling_rate == 16000 and audio.shape[1] > 8000 and np.abs(audio).max() > 0.01
     assert all(c.supervisions[0].custom["effects"] == {"seed": 0, "vtl": 1.0} for c in cuts["test"])
     assert json.loads((tmp_path / "summary.json").read_text())["train"]["clips"] == 6
-    # LM text: every training sentence (also those no clip speaks), no dev or test one.
-    lm_text = set((tmp_path / "lm" / "train.txt").read_text().splitlines())
-    assert len(lm_text) == 40 - 8 and not lm_text & (_texts(manifests["dev"]) | _texts(manifests["test"]))
+    # LM text: every training sentence (also those no clip speaks) and the other lines, less
+    # those that hold a dev or test sentence.
+    lm_text = (tmp_path / "lm" / "train.txt").read_text().splitlines()
+    train = [
+        t
+        for _, t in SENTENCES
+        if t not in {t for s in ("dev", "test") for _, t in prepare._read_text(tmp_path, s)}
+    ]
+    assert len(train) == 40 - 8 and len(lm_text) == 2 * len(train) + 1
+    assert set(lm_text) == set(train) | {f"he said {t} twice" for t in train} | {"a definition"}
+    assert (tmp_path / "lm" / "dev.txt").read_text().splitlines() == [
+        t for _, t in prepare._read_text(tmp_path, "dev")
+    ]
     assert (tmp_path / "lm" / "words.arpa").read_text().startswith("\\data\\")
 
 
