@@ -71,7 +71,7 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
 
 def training_precision(precision, accelerator) -> str:
     """The trainer's ``precision``, unless it asks for bf16 on a CPU that has none: there bf16
-    is emulated, and training ran 30x slower than in fp32 (AVX2, no AVX-512); fp32 instead."""
+    is emulated, and an update took 22x as long as in fp32 (AVX2, no AVX-512); fp32 instead."""
     import torch
 
     on_cpu = accelerator == "cpu" or (
