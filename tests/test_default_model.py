@@ -37,12 +37,16 @@ def test_the_default_model_ships_with_its_card_and_fits_the_budget():
 
 
 def test_the_default_model_transcribes_the_demo_clips(model, demo_cuts):
-    # Bounds a little above the model card's test-set figures (greedy: WER 30 % on seen
-    # voices, CER 36 % on the unseen one): a worse model fails here.
-    seen = evaluate(model_recognizer(model), demo_cuts.filter(lambda c: "unseen" not in c.id))
-    assert seen.wer <= 0.35, seen.listing()
+    # Bounds a little above the model card's test-set figures (greedy: WER 26.7 % on seen
+    # voices, CER 26.9 % on the unseen one; with its LM: WER 12.3 % on seen voices) and the
+    # demo's own (29.2 %, 30.8 % and 4.2 %): a worse model or LM fails here.
+    seen = demo_cuts.filter(lambda c: "unseen" not in c.id)
+    greedy = evaluate(model_recognizer(model), seen)
+    assert greedy.wer <= 0.32, greedy.listing()
+    beam = evaluate(model_recognizer(model, model.beam_options), seen)
+    assert beam.wer <= 0.15, beam.listing()
     unseen = evaluate(model_recognizer(model), demo_cuts.filter(lambda c: "unseen" in c.id))
-    assert unseen.cer <= 0.45, unseen.listing()
+    assert unseen.cer <= 0.34, unseen.listing()
 
 
 def test_transcribe_needs_no_model_argument():
