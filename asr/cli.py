@@ -74,10 +74,12 @@ def training_precision(precision, accelerator) -> str:
     is emulated, and an update took 22x as long as in fp32 (AVX2, no AVX-512); fp32 instead."""
     import torch
 
+    from asr import model
+
     on_cpu = accelerator == "cpu" or (
         accelerator == "auto" and not (torch.cuda.is_available() or torch.backends.mps.is_available())
     )
-    if not (on_cpu and str(precision).startswith("bf16")) or native_bf16_cpu():
+    if not (on_cpu and str(precision).startswith("bf16")) or model.native_bf16_cpu():
         return precision
     print(
         f"asr: warning: trainer.precision {precision} asks for bf16, which this CPU does not have "
@@ -85,13 +87,6 @@ def training_precision(precision, accelerator) -> str:
         file=sys.stderr,
     )
     return "32-true"
-
-
-def native_bf16_cpu() -> bool:
-    """Whether oneDNN runs bf16 on this CPU natively (AVX-512 or Arm BF16), not emulated."""
-    import torch
-
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _fail(message: str) -> None:

@@ -4,6 +4,7 @@ A plain ``nn.Module`` (no Lightning), so inference needs only torch. Shapes: B b
 S audio samples, T frames, F mel bins, H hidden units, V vocabulary (with the blank).
 """
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -240,7 +241,8 @@ def load_model(path=None, device: str | torch.device = "cpu", precision: str = "
     by ``asr lm tune --save``; the shipped model has one with its n-gram LM), or None.
     ``precision="bf16"`` runs the network under bfloat16 autocast, for GPUs and CPUs with
     native bf16 (avx512_bf16, AMX); on the 2-core build machine greedy transcription is only
-    2-11 % faster than fp32, at the same WER (``make bench``). A ``.onnx`` file (``asr export
+    2-11 % faster than fp32, at the same WER (``make bench``); elsewhere bf16 is emulated and
+    slower, and a warning says so. A ``.onnx`` file (``asr export
     --format onnx``) gives an :class:`asr.onnx.OnnxModel`, run by ONNX Runtime in fp32, with the
     same ``transcribe`` API.
     """
@@ -261,4 +263,15 @@ def load_model(path=None, device: str | torch.device = "cpu", precision: str = "
     model = load_network(path or DEFAULT_MODEL, MODEL_FORMAT, build, "model file", device)
     model.beam_options = read_beam_defaults(path or DEFAULT_MODEL)
     model.precision = precision
+    if precision == "bf16" and model.device.type == "cpu" and not native_bf16_cpu():
+        warnings.warn(
+            "precision='bf16' on a CPU without native bf16 (AVX-512 or Arm BF16) is emulated: "
+            "transcription ran 7x slower than in fp32 on such a CPU (AVX2); use fp32",
+            stacklevel=2,
+        )
     return model
+
+
+def native_bf16_cpu() -> bool:
+    """Whether oneDNN runs bf16 on this CPU natively (AVX-512 or Arm BF16), not emulated."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

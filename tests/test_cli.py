@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import asr.model
 from asr import cli
 from asr.cli import main
 from asr.model import load_model
@@ -35,7 +36,7 @@ def test_fit_fast_dev_run_through_the_cli(corpus, tmp_path):
 
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_training_falls_back_to_fp32_on_a_cpu_without_it(corpus, tmp_path, monkeypatch, capsys, native):
-    monkeypatch.setattr(cli, "native_bf16_cpu", lambda: native)
+    monkeypatch.setattr(asr.model, "native_bf16_cpu", lambda: native)
     args = _fit_args(corpus, tmp_path, "--trainer.fast_dev_run", "1", "--trainer.precision", "bf16-mixed")
     trainer = cli.lightning_cli(args).trainer
     warned = "training in fp32 (32-true) instead" in capsys.readouterr().err

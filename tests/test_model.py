@@ -1,10 +1,12 @@
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+import asr.model
 from asr.model import ModelConfig, ModelFileError, RecurrentCTC, load_model, reverse_padded, save_model
 from tests.conftest import TINY
 
@@ -165,3 +167,14 @@ def test_bf16_precision_runs_the_network_in_bfloat16_with_close_results(untraine
     torch.testing.assert_close(bf16, fp32, atol=0.1, rtol=0.05)
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         load_model(untrained_model_file, precision="fp16")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_it_warns_that_it_is_emulated(untrained_model_file, monkeypatch, native):
+    monkeypatch.setattr(asr.model, "native_bf16_cpu", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(untrained_model_file, precision="bf16")
+        load_model(untrained_model_file)  # fp32: never a warning
+    emulated = [str(w.message) for w in caught if "emulated" in str(w.message)]
+    assert len(emulated) == (0 if native else 1)
