@@ -215,8 +215,8 @@ def lm_tune_command(args) -> int:
     if not (args.lm or args.charlm):
         raise ValueError("nothing to tune: give a word n-gram (--lm), a character LM (--charlm) or both")
     base = DecodingOptions(
-        method="beam", beam_size=args.beam_size, beam_threshold=args.beam_threshold, lm=args.lm,
-        charlm=args.charlm, rescore_nbest=args.rescore_nbest,
+        method="beam", beam_size=args.beam_size, beam_size_token=args.beam_size_token,
+        beam_threshold=args.beam_threshold, lm=args.lm, charlm=args.charlm, rescore_nbest=args.rescore_nbest,
     )  # fmt: skip
     # A weight without its LM changes nothing: it keeps its default, and the grid stays small.
     lm_weights = args.lm_weights if args.lm else [base.lm_weight]
@@ -296,6 +296,7 @@ def _lm_parser(sub) -> None:
     p.add_argument("--rescore-nbest", type=int, default=DecodingOptions().rescore_nbest,
                    help="with both LMs: n-gram hypotheses the character LM rescores")  # fmt: skip
     p.add_argument("--beam-size", type=int, default=32)
+    p.add_argument("--beam-size-token", type=int, help="tokens tried at each frame (default: all)")
     p.add_argument("--beam-threshold", type=float, default=25.0)
     p.add_argument("--first", type=int, help="tune on the first N cuts only")
     p.add_argument(
@@ -338,6 +339,7 @@ def _add_decoding_arguments(p: argparse.ArgumentParser, several: bool = False) -
     else:
         g.add_argument("--decoder", choices=["greedy", "beam"], default=default.method)
     g.add_argument("--beam-size", type=int, help=f"default: {default.beam_size}")
+    g.add_argument("--beam-size-token", type=int, help="tokens tried at each frame, the likeliest (default: all)")
     g.add_argument("--beam-threshold", type=float, help=f"default: {default.beam_threshold}")
     g.add_argument("--lm", help="word n-gram LM (ARPA, from 'asr lm build'); words kept to its vocabulary")
     g.add_argument("--lexicon", help="allowed words (flashlight lexicon); default with --lm: the LM's words")
@@ -367,7 +369,8 @@ def _decoding_options(args, model, method: str | None = None):
     if method == "beam" and model.beam_options and not (args.lm or args.charlm or args.lexicon or args.no_lm):
         base = model.beam_options
     given = {
-        "beam_size": args.beam_size, "beam_threshold": args.beam_threshold, "lm": args.lm,
+        "beam_size": args.beam_size, "beam_size_token": args.beam_size_token,
+        "beam_threshold": args.beam_threshold, "lm": args.lm,
         "lexicon": args.lexicon, "charlm": args.charlm, "lm_weight": args.lm_weight,
         "word_score": args.word_score, "charlm_weight": args.charlm_weight,
         "rescore_nbest": args.rescore_nbest,

@@ -140,6 +140,7 @@ class DecodingOptions:
 
     method: str = "greedy"  # greedy | beam
     beam_size: int = 32  # hypotheses kept after each frame
+    beam_size_token: int | None = None  # tokens tried at each frame: the N likeliest (None: all)
     beam_threshold: float = 25.0  # hypotheses scoring this far (natural log) below the best are dropped
     lm: str | None = None  # word n-gram LM (ARPA, `asr lm build`); decoding keeps to its words
     lexicon: str | None = None  # words allowed (flashlight lexicon); default with an LM: the LM's words
@@ -158,8 +159,8 @@ class DecodingOptions:
                 "a character LM alone searches without a lexicon (it scores characters, not words); "
                 "add a word n-gram LM (lm) to keep to the lexicon and rescore its hypotheses"
             )
-        for name in ("beam_size", "rescore_nbest", "nbest"):
-            if getattr(self, name) < 1:
+        for name in ("beam_size", "beam_size_token", "rescore_nbest", "nbest"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     @property
@@ -205,7 +206,8 @@ class BeamSearch:
             lm_weight = options.charlm_weight
         self.decoder = ctc_decoder(
             lexicon=str(lexicon) if lexicon else None, tokens=tokens, lm=lm, nbest=nbest,
-            beam_size=options.beam_size, beam_threshold=options.beam_threshold,
+            beam_size=options.beam_size, beam_size_token=options.beam_size_token,
+            beam_threshold=options.beam_threshold,
             lm_weight=lm_weight if lm else 0.0, word_score=options.word_score, sil_token="|",
         )  # fmt: skip
 

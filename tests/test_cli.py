@@ -211,7 +211,10 @@ def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
     (tmp_path / "text.txt").write_text("hello world this is a test\nthis is a test\n")
     assert main(["lm", "build", str(tmp_path / "text.txt"), "--out", str(tmp_path / "lm.arpa.gz")]) == 0
     tune = ["lm", "tune", corpus["dev"], "--model", str(model), "--lm", str(tmp_path / "lm.arpa.gz")]
-    out = run_asr(*tune, "--lm-weights", "0.5", "2", "--word-scores", "0", "--beam-size", "8", "--save")
+    out = run_asr(
+        *tune, "--lm-weights", "0.5", "2", "--word-scores", "0", "--beam-size", "8", "--beam-size-token", "4",
+        "--save",
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr
     rows = [
         line for line in out.stdout.splitlines() if line.startswith("| 0.5 |") or line.startswith("| 2.0 |")
@@ -219,7 +222,8 @@ def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
     assert len(rows) == 2 and "best: --lm-weight" in out.stdout
     assert all(row.split(" | ")[2] == "-" for row in rows)  # no char LM: its weight is not tuned
     assert "--charlm-weight" not in out.stdout
-    assert load_model(model).beam_options.lm == str(tmp_path / "lm.arpa.gz")
+    tuned = load_model(model).beam_options
+    assert (tuned.lm, tuned.beam_size, tuned.beam_size_token) == (str(tmp_path / "lm.arpa.gz"), 8, 4)
     out = run_asr("transcribe", speech_wav, "--model", str(model), "--format", "json", "--decoder", "beam")
     assert out.returncode == 0, out.stderr
     words = json.loads(out.stdout)[0]["words"]

@@ -219,6 +219,13 @@ def test_an_ngram_lm_tips_an_ambiguous_word_to_the_likelier_sentence(word_lm):
     assert Path(f"{word_lm}.lexicon").read_text().count("\n") == 9  # the LM's words, written once
 
 
+def test_beam_size_token_tries_only_the_likeliest_tokens_of_each_frame(word_lm):
+    emissions = ambiguous_log_probs(first="m", second="c")
+    for tokens, expected in ((None, "the cat sat"), (2, "the cat sat"), (1, "the mat sat")):
+        options = DecodingOptions(method="beam", lm=word_lm, lm_weight=1.0, beam_size_token=tokens)
+        assert text_of(BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions)[0]) == expected
+
+
 def test_a_lexicon_keeps_the_search_to_its_words(word_lm):
     options = DecodingOptions(method="beam", lm=word_lm, lm_weight=0.0)
     # "kat" is likelier in the audio, but no word of the lexicon.
@@ -237,7 +244,7 @@ def test_decoding_options_are_checked():
         DecodingOptions(method="viterbi")
     with pytest.raises(ValueError, match="character LM alone searches without a lexicon"):
         DecodingOptions(method="beam", lexicon="words.lexicon", charlm="b.pt")
-    for name in ("beam_size", "rescore_nbest", "nbest"):
+    for name in ("beam_size", "beam_size_token", "rescore_nbest", "nbest"):
         with pytest.raises(ValueError, match=f"{name} must be at least 1, got 0"):
             DecodingOptions(method="beam", **{name: 0})
     names = [

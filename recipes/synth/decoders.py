@@ -61,7 +61,10 @@ def decoders(model, charlm: str, weights: dict[str, float], chosen=DECODERS) -> 
     """
     alphabet, shift = model.config.alphabet, model.config.frame_shift
     ngram = replace(model.beam_options, charlm=None)
-    beam = DecodingOptions(method="beam", beam_size=ngram.beam_size, beam_threshold=ngram.beam_threshold)
+    beam = DecodingOptions(
+        method="beam", beam_size=ngram.beam_size, beam_size_token=ngram.beam_size_token,
+        beam_threshold=ngram.beam_threshold,
+    )  # fmt: skip
     searches = {
         "greedy": DecodingOptions(),
         "beam": beam,
