@@ -193,7 +193,8 @@ def lm_build_command(args) -> int:
         raise ValueError(f"--order must be at least 1, got {args.order}")
     started = time.perf_counter()
     files = [read_text_file(path) for path in args.texts]  # every file checked before counting
-    path = build_arpa((line for file in files for line in file), args.out, args.order)
+    lines = (line for file in files for line in file)
+    path = build_arpa(lines, args.out, args.order, min_count=args.min_count)
     sizes = arpa_sizes(path)
     per_order = ", ".join(f"{size} {n}-grams" for n, size in enumerate(sizes, start=1))
     print(f"{path}: {per_order}, {time.perf_counter() - started:.1f} s")
@@ -282,6 +283,8 @@ def _lm_parser(sub) -> None:
     p = lm_sub.add_parser("build", help="word n-gram LM (modified Kneser-Ney) -> ARPA file")
     p.add_argument("texts", nargs="+", metavar="TEXT", help="text file, one sentence per line")
     p.add_argument("--order", type=int, default=3, help="n-gram order (default: 3)")
+    p.add_argument("--min-count", type=int, default=1,
+                   help="leave out n-grams of the highest order seen fewer times (default: 1)")  # fmt: skip
     p.add_argument("--out", default="lm.arpa", help="ARPA file to write (default: lm.arpa)")
     p.set_defaults(run=lm_build_command)
 

@@ -15,6 +15,10 @@ count-of-counts ``t1..t4``: ``Y = t1 / (t1 + 2 t2)``, ``Dk = k - (k + 1) Y t(k+1
 The ARPA file stores ``log10 p(w | h)`` and, as the backoff weight of ``h``,
 ``log10 gamma(h)``: an interpolated model backs off to exactly ``gamma(h) p(w | h')``.
 
+Pruning (``min_count``, as KenLM's ``--prune``) leaves out n-grams of the highest order seen
+fewer times: the mass each would have had of its own, ``(c - D(c)) / c(h .)``, joins
+``gamma(h)``, so the model still sums to one and those words are scored by the lower order.
+
 ``write_lexicon`` writes the spelling of each word for torchaudio's ``ctc_decoder``.
 """
 
@@ -74,21 +78,27 @@ def discounts(counts: Counter) -> tuple[float, float, float]:
     )
 
 
-def estimate(counts: list[Counter]) -> tuple[list[dict], list[dict]]:
+def estimate(counts: list[Counter], min_count: int = 1) -> tuple[list[dict], list[dict]]:
     """Interpolated modified Kneser-Ney: ``(probs, backoffs)``, both per order.
 
-    ``probs[n - 1][ngram]`` is ``p(w | h)`` for every counted n-gram ``h w`` (and <unk>);
+    ``probs[n - 1][ngram]`` is ``p(w | h)`` for every counted n-gram ``h w`` (and <unk>),
+    except those of the highest order (above 1) counted fewer than ``min_count`` times;
     ``backoffs[n - 1][h]`` is ``gamma(h)`` for every context ``h`` of an n-gram.
     """
     probs, backoffs = [], []
-    for ngrams in counts:
-        d1, d2, d3plus = discounts(ngrams)
+    for n, ngrams in enumerate(counts, start=1):
+        d1, d2, d3plus = discounts(ngrams)  # from every n-gram's count, the pruned ones included
         cut = {c: d1 if c == 1 else d2 if c == 2 else d3plus for c in set(ngrams.values())}  # D(c)
         total, freed = {}, {}  # per context h: c(h .) and D1 N1(h .) + D2 N2(h .) + D3+ N3+(h .)
         for g, c in ngrams.items():
             h = g[:-1]
             total[h] = total.get(h, 0) + c
             freed[h] = freed.get(h, 0.0) + cut[c]
+        if n == len(counts) > 1 and min_count > 1:
+            pruned = [g for g, c in ngrams.items() if c < min_count]
+            for g in pruned:
+                freed[g[:-1]] += ngrams[g] - cut[ngrams[g]]
+            ngrams = Counter({g: c for g, c in ngrams.items() if c >= min_count})
         gamma = {h: freed[h] / total[h] for h in total}
         # Below the unigrams (whose g[1:] is ()) lies the uniform distribution over words + <unk>.
         lower = probs[-1] if probs else {(): 1.0 / (len(ngrams) + 1)}
@@ -121,16 +131,21 @@ def _arpa_lines(probs: list[dict], backoffs: list[dict]) -> Iterator[str]:
     yield "\n\\end\\\n"
 
 
-def build_arpa(texts: Iterable[str], out_path, order: int = 3, alphabet: str = DEFAULT_ALPHABET) -> Path:
+def build_arpa(
+    texts: Iterable[str], out_path, order: int = 3, alphabet: str = DEFAULT_ALPHABET, min_count: int = 1
+) -> Path:
     """Estimate an interpolated modified Kneser-Ney ``order``-gram model of ``texts`` (one
     sentence each, normalised with ``alphabet``) and write it as an ARPA file, atomically
-    (gzip-compressed when ``out_path`` ends in .gz)."""
+    (gzip-compressed when ``out_path`` ends in .gz). ``min_count``: keep only the n-grams of
+    the highest order seen that many times or more (2: leave out those seen once)."""
     if order < 1:
         raise ValueError(f"the n-gram order must be at least 1, got {order}")
+    if min_count < 1 or (min_count > 1 and order == 1):
+        raise ValueError(f"min_count prunes the highest order of 2 or more, at least 1: got {min_count}")
     counts = count_ngrams(texts, order, alphabet)
     if not counts[0]:
         raise ValueError(f"no words to build {out_path} from: every sentence was empty after normalisation")
-    return _write_lines(out_path, _arpa_lines(*estimate(counts)))
+    return _write_lines(out_path, _arpa_lines(*estimate(counts, min_count)))
 
 
 def arpa_sizes(path) -> list[int]:

@@ -67,10 +67,10 @@ def trigram(tmp_path_factory) -> Path:
     return build_arpa(CORPUS, tmp_path_factory.mktemp("lm") / "lm.arpa", order=3)
 
 
-@pytest.mark.parametrize("order", [1, 2, 3, 4])
+@pytest.mark.parametrize(("order", "min_count"), [(1, 1), (2, 1), (3, 1), (4, 1), (2, 2), (3, 2), (4, 3)])
 @pytest.mark.parametrize("corpus", [CORPUS, ["just one sentence"], ["a", "a b", "b a a"]])
-def test_conditional_probabilities_sum_to_one(tmp_path, order, corpus):
-    model = read_arpa(build_arpa(corpus, tmp_path / "lm.arpa", order=order))
+def test_conditional_probabilities_sum_to_one(tmp_path, order, min_count, corpus):
+    model = read_arpa(build_arpa(corpus, tmp_path / "lm.arpa", order=order, min_count=min_count))
     # KenLM needs every n-gram's prefix and suffix in the model; Kneser-Ney counts provide them.
     assert all(g[:-1] in model[0] and g[1:] in model[0] for g in model[0] if len(g) > 1)
     predicted = [g[0] for g in model[0] if len(g) == 1 and g != ("<s>",)]  # vocabulary, </s>, <unk>
@@ -100,6 +100,18 @@ def test_frequent_continuation_beats_rare_one(trigram, tmp_path):
     # follows <s>, so a trigram model's bigram p(cat | the) is no higher than p(log | the).
     bigram = read_arpa(build_arpa(CORPUS, tmp_path / "bigram.arpa", order=2))
     assert log10_prob(bigram, ["the"], "cat") > log10_prob(bigram, ["the"], "log")
+
+
+def test_pruning_leaves_out_rare_ngrams_of_the_highest_order_only(trigram, tmp_path):
+    full, pruned = read_arpa(trigram), read_arpa(build_arpa(CORPUS, tmp_path / "pruned.arpa", min_count=2))
+    kept = Counter(len(g) for g in pruned[0])
+    assert kept[1] == Counter(len(g) for g in full[0])[1] and kept[2] == Counter(len(g) for g in full[0])[2]
+    assert ("sat", "on", "the") in pruned[0] and ("on", "the", "sofa") not in pruned[0]  # 4 times, once
+    assert ("on", "the", "sofa") in full[0]
+    # Its mass went to the backoff: the pruned model leaves more to words after "on the" it never saw there.
+    assert log10_prob(pruned, ["on", "the"], "fish") > log10_prob(full, ["on", "the"], "fish")
+    with pytest.raises(ValueError, match="min_count"):
+        build_arpa(CORPUS, tmp_path / "unigram.arpa", order=1, min_count=2)
 
 
 def test_text_is_normalised_and_unknown_words_are_unk(tmp_path):
