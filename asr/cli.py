@@ -147,7 +147,7 @@ def evaluate_command(args) -> int:
     from asr.evaluation import RECOGNIZERS, evaluate, model_recognizer, table
 
     model = _load_model(args.model, args.precision)
-    ours = [_decoding_options(args, model, method) for method in dict.fromkeys(args.decoder)]
+    ours = [_decoding_options(args, model, method) for method in dict.fromkeys(args.decoder or [None])]
     recognizers = {f"asr {options.name}": model_recognizer(model, options) for options in ours}
     recognizers.update({name: RECOGNIZERS[name]() for name in args.compare})
     rows = []
@@ -243,7 +243,7 @@ def lm_tune_command(args) -> int:
     print(f"best: {flags} (WER {100 * result.wer:.2f} %, {len(result.ids)} utterances of {args.manifest})")
     if args.save:
         path = write_beam_defaults(args.model or DEFAULT_MODEL, options)
-        print(f"{path}: 'asr transcribe --decoder beam' now uses this LM and these weights with this model")
+        print(f"{path}: 'asr transcribe' now decodes with this LM and these weights with this model")
     return 0
 
 
@@ -334,15 +334,15 @@ def _add_decoding_arguments(p: argparse.ArgumentParser, several: bool = False) -
 
     default = DecodingOptions()
     g = p.add_argument_group(
-        "decoding (see asr.decoding.DecodingOptions); '--decoder beam' alone uses the model's tuned LM"
+        "decoding (see asr.decoding.DecodingOptions); beam search without --lm uses the model's tuned LM"
     )
+    tuned = "default: the model's tuned beam search and LM (<model>.decoding.json) if it has one, else greedy"
     if several:
-        g.add_argument("--decoder", choices=["greedy", "beam"], nargs="+", default=[default.method],
-                       help="one or both: a row each")  # fmt: skip
+        g.add_argument("--decoder", choices=["greedy", "beam"], nargs="+", help=f"a row each; {tuned}")
     else:
-        g.add_argument("--decoder", choices=["greedy", "beam"], default=default.method)
+        g.add_argument("--decoder", choices=["greedy", "beam"], help=tuned)
     g.add_argument("--beam-size", type=int, help=f"default: {default.beam_size}")
-    g.add_argument("--beam-size-token", type=int, help="tokens tried at each frame, the likeliest (default: all)")
+    g.add_argument("--beam-size-token", type=int, help="tokens tried at each frame (default: all)")
     g.add_argument("--beam-threshold", type=float, help=f"default: {default.beam_threshold}")
     g.add_argument("--lm", help="word n-gram LM (ARPA, from 'asr lm build'); words kept to its vocabulary")
     g.add_argument("--lexicon", help="allowed words (flashlight lexicon); default with --lm: the LM's words")
@@ -362,14 +362,18 @@ def _add_decoding_arguments(p: argparse.ArgumentParser, several: bool = False) -
 
 def _decoding_options(args, model, method: str | None = None):
     """The options given on the command line (with ``method`` for ``args.decoder``), over the
-    model's tuned beam search when '--decoder beam' comes without an LM of its own."""
+    model's tuned beam search when beam decoding (asked for, or the model's default) comes
+    without an LM of its own."""
     from dataclasses import replace
 
     from asr.decoding import DecodingOptions
+    from asr.inference import default_options
 
-    method = method or args.decoder
+    # An LM given without a decoder asks for the beam search that uses it.
+    lm_given = args.lm or args.charlm or args.lexicon
+    method = method or args.decoder or ("beam" if lm_given else default_options(model).method)
     base = DecodingOptions(method=method)
-    if method == "beam" and model.beam_options and not (args.lm or args.charlm or args.lexicon or args.no_lm):
+    if method == "beam" and model.beam_options and not (lm_given or args.no_lm):
         base = model.beam_options
     given = {
         "beam_size": args.beam_size, "beam_size_token": args.beam_size_token,

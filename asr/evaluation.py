@@ -93,7 +93,8 @@ def evaluate(
 
 
 def model_recognizer(model, options=None) -> Recognizer:
-    """A loaded model's transcription (greedy, or as ``options`` say) as a :data:`Recognizer`."""
+    """A loaded model's transcription (its default decoding, or as ``options`` say) as a
+    :data:`Recognizer`."""
     return lambda audio: [r.text for r in model.transcribe_batch(audio, SAMPLE_RATE, options)]
 
 

@@ -45,13 +45,13 @@ def transcribe_batch(
     Args:
         audios: each a file path, or samples with ``sample_rate`` given.
         sample_rate: rate of array inputs (files carry their own).
-        options: greedy decoding (the default) or beam search with a language model, e.g.
-            ``model.beam_options``, the beam search the model was tuned with.
+        options: how to decode; by default :func:`default_options`: the beam search the
+            model was tuned with (``model.beam_options``) when it has one, else greedy.
 
     Raises:
         asr.audio.AudioError: an input cannot be read (the message names it).
     """
-    decode = get_decoder(options or DecodingOptions(), model.config.alphabet, model.config.frame_shift)
+    decode = get_decoder(options or default_options(model), model.config.alphabet, model.config.frame_shift)
     waves = [torch.from_numpy(load_audio(a, sample_rate)) for a in audios]
     # Inputs longer than MAX_PIECE_SECONDS are cut at pauses; the pieces of all inputs share
     # batches, and each piece's word times are shifted by where it starts.
@@ -123,6 +123,12 @@ def transcribe(
 
 
 @lru_cache(maxsize=4)
+def default_options(model) -> DecodingOptions:
+    """How ``model`` decodes unless told otherwise: the beam search and LM tuned for it
+    (``model.beam_options``, read from ``<model>.decoding.json``) when it has one, else greedy."""
+    return model.beam_options or DecodingOptions()
+
+
 def get_decoder(
     options: DecodingOptions, alphabet: str, frame_shift: float
 ) -> Callable[[torch.Tensor], list[Word]]:

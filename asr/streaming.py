@@ -19,7 +19,7 @@ from torch import nn
 
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.decoding import DecodingOptions, Transcription, greedy_decode
-from asr.inference import get_decoder
+from asr.inference import default_options, get_decoder
 
 
 class Stream:
@@ -28,7 +28,8 @@ class Stream:
     Args:
         sample_rate: rate of the chunks to come; other rates than 16 kHz are resampled as a
             stream (soxr), so chunk edges leave no clicks.
-        options: how :meth:`finish` decodes the whole utterance (partial results are greedy).
+        options: how :meth:`finish` decodes the whole utterance (partial results are greedy);
+            by default the model's own (:func:`asr.inference.default_options`).
     """
 
     def __init__(self, model, sample_rate: int = SAMPLE_RATE, options: DecodingOptions | None = None):
@@ -43,7 +44,7 @@ class Stream:
                 "each utterance's mean, which a stream knows only when it ends"
             )
         self.model = model.eval()
-        self.options = options or DecodingOptions()
+        self.options = options or default_options(model)
         self.resampler = (
             None if sample_rate == SAMPLE_RATE else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1)
         )

@@ -195,6 +195,9 @@ def test_transcribe_and_evaluate_with_beam_search_and_an_ngram_lm(trained, corpu
     assert out.returncode == 0, out.stderr
     words = json.loads(out.stdout)[0]["words"]
     assert {w["text"] for w in words} <= {"hello", "world", "this", "is", "a", "test"}  # the LM's words only
+    # An LM given without --decoder asks for the beam search.
+    out = run_asr("transcribe", speech_wav, "--model", str(trained["model"]), "--format", "json", *beam[2:])
+    assert json.loads(out.stdout)[0]["words"] == words
     out = run_asr(
         "evaluate", corpus["test"], "--model", str(trained["model"]), "--output-dir", str(tmp_path), *beam
     )
@@ -228,6 +231,10 @@ def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
     assert out.returncode == 0, out.stderr
     words = json.loads(out.stdout)[0]["words"]
     assert {w["text"] for w in words} <= {"hello", "world", "this", "is", "a", "test"}  # the saved LM's words
+    # With no --decoder, and through the API, a model with a tuned search decodes with it.
+    out = run_asr("transcribe", speech_wav, "--model", str(model), "--format", "json")
+    assert json.loads(out.stdout)[0]["words"] == words
+    assert [w.text for w in load_model(model).transcribe(speech_wav).words] == [w["text"] for w in words]
     out = run_asr(
         "evaluate", corpus["test"], "--model", str(model), "--decoder", "greedy", "beam",
         "--output-dir", str(tmp_path),
@@ -235,6 +242,8 @@ def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
     assert out.returncode == 0, out.stderr
     assert "| test | asr greedy | 4 |" in out.stdout
     assert "| test | asr beam 8 + n-gram | 4 |" in out.stdout  # the beam size it was tuned with
+    out = run_asr("evaluate", corpus["test"], "--model", str(model), "--output-dir", str(tmp_path))
+    assert "| test | asr beam 8 + n-gram | 4 |" in out.stdout and "greedy" not in out.stdout
     out = run_asr("evaluate", corpus["test"], "--model", str(model), "--decoder", "beam", "--no-lm")
     assert out.returncode == 0, out.stderr
     assert "| test | asr beam 32 |" in out.stdout  # --no-lm: the plain beam search
