@@ -80,7 +80,8 @@ export: ## export RECIPE's best checkpoint to exp/RECIPE/model.pt
 ship: ## exp/synth's best checkpoint -> the shipped model, with its LM and tuned beam search
 	$(BIN)/asr export exp/synth/checkpoints/best.ckpt $(DEFAULT_MODEL)
 	$(BIN)/asr lm build data/synth/lm/train.txt --out $(DEFAULT_LM)
-	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz --model $(DEFAULT_MODEL) --lm $(DEFAULT_LM) --first 300 --save
+	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz --model $(DEFAULT_MODEL) --lm $(DEFAULT_LM) --first 300 \
+		--beam-size 128 --beam-size-token 5 --save
 
 eval: prepare $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
 	$(BIN)/asr evaluate --model $(MODEL) $(DATA)/cuts_test*.jsonl.gz --output-dir $(EXP) \

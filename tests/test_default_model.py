@@ -13,6 +13,7 @@ import pytest
 
 import asr
 from asr.data import read_cuts
+from asr.decoding import DecodingOptions
 from asr.evaluation import evaluate, model_recognizer
 from asr.model import DEFAULT_MODEL
 
@@ -38,14 +39,15 @@ def test_the_default_model_ships_with_its_card_and_fits_the_budget():
 
 def test_the_default_model_transcribes_the_demo_clips(model, demo_cuts):
     # Bounds a little above the model card's test-set figures (greedy: WER 26.7 % on seen
-    # voices, CER 26.9 % on the unseen one; with its LM: WER 12.3 % on seen voices) and the
+    # voices, CER 26.9 % on the unseen one; with its LM: WER 11.1 % on seen voices) and the
     # demo's own (29.2 %, 30.8 % and 4.2 %): a worse model or LM fails here.
     seen = demo_cuts.filter(lambda c: "unseen" not in c.id)
-    greedy = evaluate(model_recognizer(model), seen)
+    greedy = evaluate(model_recognizer(model, DecodingOptions()), seen)
     assert greedy.wer <= 0.32, greedy.listing()
-    beam = evaluate(model_recognizer(model, model.beam_options), seen)
-    assert beam.wer <= 0.15, beam.listing()
-    unseen = evaluate(model_recognizer(model), demo_cuts.filter(lambda c: "unseen" in c.id))
+    beam = evaluate(model_recognizer(model), seen)  # by default: its tuned beam search and LM
+    assert model.beam_options.lm and beam.wer <= 0.15, beam.listing()
+    unseen = demo_cuts.filter(lambda c: "unseen" in c.id)
+    unseen = evaluate(model_recognizer(model, DecodingOptions()), unseen)
     assert unseen.cer <= 0.34, unseen.listing()
 
 
@@ -80,4 +82,4 @@ def test_evaluate_shows_each_demo_clip_against_its_reference(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("REF: ") == out.stdout.count("HYP: ") == 6
-    assert "| cuts | asr greedy | 6 |" in out.stdout
+    assert f"| cuts | asr {asr.load_model().beam_options.name} | 6 |" in out.stdout  # the default decoder
