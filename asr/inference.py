@@ -122,13 +122,13 @@ def transcribe(
     return transcribe_batch(model, [audio], sample_rate, options)[0]
 
 
-@lru_cache(maxsize=4)
 def default_options(model) -> DecodingOptions:
     """How ``model`` decodes unless told otherwise: the beam search and LM tuned for it
     (``model.beam_options``, read from ``<model>.decoding.json``) when it has one, else greedy."""
     return model.beam_options or DecodingOptions()
 
 
+@lru_cache(maxsize=4)
 def get_decoder(
     options: DecodingOptions, alphabet: str, frame_shift: float
 ) -> Callable[[torch.Tensor], list[Word]]:

@@ -153,6 +153,21 @@ def test_beam_transcribe_batch_matches_one_by_one_across_pieces(untrained_model_
         assert result.text == alone.text and result.words == alone.words
 
 
+def test_a_beam_search_is_built_once_for_every_transcription_with_it(untrained_model_file, monkeypatch):
+    from asr import inference
+    from asr.decoding import DecodingOptions
+
+    built = []
+    monkeypatch.setattr(inference, "BeamSearch", lambda *args: built.append(args) or (lambda x: [[]]))
+    inference.get_decoder.cache_clear()
+    model = load_model(untrained_model_file)
+    model.beam_options = DecodingOptions(method="beam", beam_size=3)  # as a tuned model has
+    for _ in range(3):
+        assert model.transcribe(torch.zeros(16000), sample_rate=16000).text == ""
+    assert len(built) == 1 and built[0][0] == model.beam_options  # the model's own, built once
+    inference.get_decoder.cache_clear()
+
+
 def test_bf16_precision_runs_the_network_in_bfloat16_with_close_results(untrained_model_file, speech_wav):
     from asr.audio import load_audio
     from asr.inference import log_probs_batch
