@@ -3,6 +3,10 @@
 import hashlib
 import json
 import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -253,12 +257,40 @@ def _kenlm(lm: str, lexicon: str):
 
     Its word ids are those the decoder gives the lexicon's words, in the lexicon's order.
     """
-    from flashlight.lib.text.decoder import KenLM
+    from flashlight.lib.text.decoder.kenlm import KenLM
     from flashlight.lib.text.dictionary import create_word_dict, load_words
 
     if not Path(lm).is_file():
         raise FileNotFoundError(f"{lm}: no such language model file")
-    return KenLM(lm, create_word_dict(load_words(lexicon)))
+    words = create_word_dict(load_words(lexicon))
+    try:
+        with _without_kenlm_notes():
+            return KenLM(lm, words)
+    except RuntimeError as err:  # KenLM's message: where in its code, then what was wrong
+        raise ValueError(f"{lm}: not a readable ARPA language model ({str(err).splitlines()[-1]})") from None
+
+
+# What KenLM writes to file descriptor 2 while it reads an ARPA file, each time: a note that a
+# binary file would load faster (KenLM's build_binary; none here), the path, a progress bar.
+KENLM_NOTES = re.compile(r"Loading the LM will be faster if you build a binary file\.|Reading .*|[-0-9]+|\**")
+
+
+@contextmanager
+def _without_kenlm_notes():
+    """Run a block with file descriptor 2 held back, then write back all of it but KenLM's
+    loading notes (:data:`KENLM_NOTES`): warnings and errors still reach stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not KENLM_NOTES.fullmatch(line.strip())))
 
 
 LM_FILES = ("lm", "charlm")  # the options naming a file that a model's settings keep beside it

@@ -3,6 +3,7 @@
 import gzip
 import json
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from asr.decoding import (
     BeamSearch,
     DecodingOptions,
     Word,
+    _kenlm,
+    _lexicon_of,
+    _without_kenlm_notes,
     align_words,
     greedy_decode,
     read_beam_defaults,
@@ -224,6 +228,20 @@ def test_beam_size_token_tries_only_the_likeliest_tokens_of_each_frame(word_lm):
     for tokens, expected in ((None, "the cat sat"), (2, "the cat sat"), (1, "the mat sat")):
         options = DecodingOptions(method="beam", lm=word_lm, lm_weight=1.0, beam_size_token=tokens)
         assert text_of(BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions)[0]) == expected
+
+
+def test_an_lm_loads_without_kenlm_notes_and_a_bad_one_is_named(word_lm, tmp_path, capfd):
+    lm = str(build_arpa(["a cat sat", "the cat"], tmp_path / "new.arpa"))  # not loaded before
+    _kenlm(lm, str(_lexicon_of(lm)))
+    assert capfd.readouterr().err == ""  # KenLM says "Loading the LM will be faster if ..."
+    with _without_kenlm_notes():
+        os.write(2, b"Loading the LM will be faster if you build a binary file.\nReading lm.arpa\n")
+        os.write(2, b"----5---10---15\n*****\nwarning: something else\n")
+    assert capfd.readouterr().err == "warning: something else\n"  # anything else gets through
+    bad = tmp_path / "bad.arpa"
+    bad.write_text("\\data\\\nngram 1=many\n")
+    with pytest.raises(ValueError, match=f"{bad}: not a readable ARPA language model"):
+        _kenlm(str(bad), str(_lexicon_of(word_lm)))
 
 
 def test_a_lexicon_keeps_the_search_to_its_words(word_lm):
