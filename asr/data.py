@@ -26,9 +26,22 @@ class CutBatches(torch.utils.data.Dataset):
     Returns a dict with ``audio`` (B, S) float32 at 16 kHz zero-padded, ``audio_lens`` (B,)
     sample counts, ``texts`` (B transcripts) and ``ids`` (B cut ids). Cuts whose audio
     cannot be read are dropped from the batch with a warning (lhotse's fault tolerance).
+
+    Args:
+        speed_perturb: speed factors drawn on the fly, each as likely as the original speed.
+        band_limit: sample rates (e.g. 8000, 11025) a cut passes through with probability
+            ``band_limit_p``, so it loses what lies above half that rate: wide-band clips then
+            look like telephone and 11 kHz recordings too, and the band alone tells the model
+            nothing about where a clip came from.
     """
 
-    def __init__(self, speed_perturb: list[float] | None = None, seed: int = 0):
+    def __init__(
+        self,
+        speed_perturb: list[float] | None = None,
+        seed: int = 0,
+        band_limit: list[int] | None = None,
+        band_limit_p: float = 0.0,
+    ):
         factors = list(speed_perturb or [])
         # Each factor as likely as the original speed (Kaldi's 0.9/1.0/1.1 convention).
         self.perturb = (
@@ -36,10 +49,21 @@ class CutBatches(torch.utils.data.Dataset):
             if factors
             else None
         )
+        self.band_limit = list(band_limit or [])
+        self.band_limit_p = band_limit_p
+        self.rng = random.Random(seed)
+
+    def _narrowed(self, cut):
+        if self.band_limit and self.rng.random() < self.band_limit_p:
+            rate = self.rng.choice(self.band_limit)
+            if rate < cut.sampling_rate:
+                return cut.resample(rate)
+        return cut
 
     def __getitem__(self, cuts: CutSet) -> dict:
         if self.perturb is not None:
             cuts = self.perturb(cuts)
+        cuts = (self._narrowed(c) for c in cuts)
         cuts = CutSet.from_cuts(
             c if c.sampling_rate == SAMPLE_RATE else c.resample(SAMPLE_RATE) for c in cuts
         )
@@ -63,39 +87,79 @@ def read_cuts(path) -> CutSet:
     return manifest
 
 
+def set_names(manifests: list[str]) -> list[str]:
+    """Short names of manifests for logs: ``data/uqm/cuts_dev_human.jsonl.gz`` -> ``dev_human``,
+    with the folder in front (``uqm_dev``) when two manifests would share a name."""
+    stems = [Path(m).name.removesuffix(".gz").removesuffix(".jsonl").removeprefix("cuts_") for m in manifests]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{Path(m).parent.name}_{stem}" for m, stem in zip(manifests, stems, strict=True)]
+
+
 class SpeechDataModule(L.LightningDataModule):
     """Train/validation/test data from lhotse cut manifests.
 
     Args:
-        train_cuts, val_cuts, test_cuts: paths of cut manifests (JSONL, optionally gzipped).
+        train_cuts, val_cuts, test_cuts: paths of cut manifests (JSONL, optionally gzipped), or
+            lists of them. Several training manifests are mixed (see ``train_weights``);
+            several validation or test manifests are each scored on their own as well as
+            together (``val_wer_<name>``, see :func:`set_names`).
+        train_weights: the share of training cuts drawn from each training manifest (lhotse
+            ``CutSet.mux``). An epoch is one pass over the first manifest; the others are
+            repeated as often as their share needs. Default: in proportion to their sizes,
+            each read once an epoch.
         predict_cuts: manifest for ``asr predict``; the test manifest when not given.
         max_duration: seconds of audio per batch (before padding).
         num_buckets: length buckets; more buckets, less padding.
         num_workers: DataLoader processes reading audio.
         speed_perturb: speed factors applied on the fly to training audio, e.g. [0.9, 1.1].
+        band_limit, band_limit_p: sample rates a training cut is passed through, and how often
+            (:class:`CutBatches`).
         seed: shuffling and perturbation seed.
     """
 
     def __init__(
         self,
-        train_cuts: str | None = None,
-        val_cuts: str | None = None,
-        test_cuts: str | None = None,
+        train_cuts: str | list[str] | None = None,
+        val_cuts: str | list[str] | None = None,
+        test_cuts: str | list[str] | None = None,
         predict_cuts: str | None = None,
+        train_weights: list[float] | None = None,
         max_duration: float = 200.0,
         num_buckets: int = 10,
         num_workers: int = 2,
         speed_perturb: list[float] | None = None,
+        band_limit: list[int] | None = None,
+        band_limit_p: float = 0.0,
         seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
+        trains = _as_list(train_cuts)
+        if train_weights is not None and len(train_weights) != len(trains):
+            raise ValueError(
+                f"data.train_weights has {len(train_weights)} weights for {len(trains)} training manifests"
+            )
 
-    def _loader(self, manifest: str | None, stage: str, train: bool = False) -> torch.utils.data.DataLoader:
-        if manifest is None:
-            raise ValueError(f"no manifest for {stage}: set data.{stage}_cuts in the config")
+    def names(self, stage: str) -> list[str]:
+        """The names of the ``stage`` ("val" or "test") manifests, as the metrics call them."""
+        return set_names(_as_list(self.hparams[f"{stage}_cuts"]))
+
+    def _train_cuts(self) -> CutSet:
         hp = self.hparams
-        cuts = read_cuts(manifest)
+        sets = [read_cuts(path) for path in _as_list(hp.train_cuts)]
+        if len(sets) == 1:
+            return sets[0]
+        if hp.train_weights is None:  # drawn in proportion to their sizes: each read once an epoch
+            return CutSet.mux(*sets, weights=[sum(1 for _ in c) for c in sets], seed=hp.seed)
+        first, *rest = sets
+        # stop_early: the epoch ends with the first manifest, the only one that is not repeated.
+        return CutSet.mux(
+            first, *(c.repeat() for c in rest), weights=hp.train_weights, stop_early=True, seed=hp.seed
+        )
+
+    def _loader(self, cuts: CutSet, train: bool = False) -> torch.utils.data.DataLoader:
+        hp = self.hparams
         # Bucketing needs at least as many cuts as buckets; a tiny manifest gets fewer buckets.
         buckets = sum(1 for _ in islice(cuts, hp.num_buckets))
         if buckets > 1:
@@ -104,7 +168,10 @@ class SpeechDataModule(L.LightningDataModule):
             )
         else:
             sampler = DynamicCutSampler(cuts, max_duration=hp.max_duration, shuffle=train, seed=hp.seed)
-        dataset = CutBatches(hp.speed_perturb if train else None, seed=hp.seed)
+        if train:
+            dataset = CutBatches(hp.speed_perturb, hp.seed, hp.band_limit, hp.band_limit_p)
+        else:
+            dataset = CutBatches(seed=hp.seed)
         return torch.utils.data.DataLoader(
             dataset,
             sampler=sampler,
@@ -113,17 +180,33 @@ class SpeechDataModule(L.LightningDataModule):
             persistent_workers=hp.num_workers > 0,
         )
 
+    def _manifests(self, stage: str) -> list[str]:
+        manifests = _as_list(self.hparams[f"{stage}_cuts"])
+        if not manifests:
+            raise ValueError(f"no manifest for {stage}: set data.{stage}_cuts in the config")
+        return manifests
+
     def train_dataloader(self):
-        return self._loader(self.hparams.train_cuts, "train", train=True)
+        self._manifests("train")
+        return self._loader(self._train_cuts(), train=True)
 
     def val_dataloader(self):
-        return self._loader(self.hparams.val_cuts, "val")
+        loaders = [self._loader(read_cuts(m)) for m in self._manifests("val")]
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def test_dataloader(self):
-        return self._loader(self.hparams.test_cuts, "test")
+        loaders = [self._loader(read_cuts(m)) for m in self._manifests("test")]
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def predict_dataloader(self):
-        return self._loader(self.hparams.predict_cuts or self.hparams.test_cuts, "predict")
+        manifest = self.hparams.predict_cuts or self._manifests("test")[0]
+        return self._loader(read_cuts(manifest))
+
+
+def _as_list(manifests: str | list[str] | None) -> list[str]:
+    if manifests is None:
+        return []
+    return [manifests] if isinstance(manifests, str | Path) else list(manifests)
 
 
 class SentenceBatches(torch.utils.data.Sampler):

@@ -6,7 +6,9 @@ this file only says how one step is computed and measured.
 """
 
 import math
+import pickle
 from collections.abc import Callable
+from dataclasses import asdict
 from itertools import islice
 
 import lightning as L
@@ -105,6 +107,10 @@ class CTCTraining(L.LightningModule):
         lr_scheduler: builds the per-step schedule (500 warm-up steps by default).
         spec_augment: apply frequency/time masking to training features.
         stats_batches: training batches used to compute feature normalisation statistics.
+        init_from: a model file (``asr export``) or training checkpoint whose weights and
+            feature statistics start this run (fine-tuning); its network must be the one
+            ``net`` describes (dropout aside). A resumed run takes its weights from the
+            checkpoint it resumes instead.
     """
 
     def __init__(
@@ -114,22 +120,40 @@ class CTCTraining(L.LightningModule):
         lr_scheduler: LRSchedulerCallable = WarmupLR,
         spec_augment: bool = True,
         stats_batches: int = 50,
+        init_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.net = RecurrentCTC(net or ModelConfig())
+        if init_from is not None:
+            self.net.load_state_dict(initial_weights(init_from, self.net.config))
         if not spec_augment:
             self.net.frontend.spec_augment = nn.Sequential()
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.ctc = nn.CTCLoss(blank=self.net.tokenizer.blank_id, zero_infinity=True)
+        # Over all validation (test) sets together; logged at the end of each epoch.
         self.metrics = nn.ModuleDict(
             {
                 f"{split}_{name}": metric()
                 for split in ("val", "test")
-                for name, metric in (("wer", WordErrorRate), ("cer", CharErrorRate))
+                for name, metric in (("wer", WordErrorRate), ("cer", CharErrorRate), ("loss", MeanMetric))
             }
         )
+        # Per set, when there are several (named by the data module): made in setup().
+        self.set_names: dict[str, list[str]] = {}
+        self.set_metrics = nn.ModuleDict()
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        for split in ("val", "test"):
+            names = datamodule.names(split) if hasattr(datamodule, "names") else []
+            self.set_names[split] = names if len(names) > 1 else []
+            for name in self.set_names[split]:
+                for metric, build in (("wer", WordErrorRate), ("cer", CharErrorRate)):
+                    key = f"{split}_{metric}_{name}"
+                    if key not in self.set_metrics:
+                        self.set_metrics[key] = build().to(self.device)
 
     def on_fit_start(self) -> None:
         # Normalisation statistics come from the training data, once; a resumed run has them.
@@ -168,22 +192,39 @@ class CTCTraining(L.LightningModule):
         )
         return loss
 
-    def _evaluate(self, batch: dict, split: str) -> None:
+    def _evaluate(self, batch: dict, split: str, dataloader_idx: int) -> None:
         loss, log_probs, lens = self._loss(batch)
         hyps = self.decode(log_probs, lens)
         refs = [normalize_text(t, self.net.config.alphabet) for t in batch["texts"]]
-        batch_size = len(refs)
-        self.log(f"{split}_loss", loss, prog_bar=True, batch_size=batch_size)
+        self.metrics[f"{split}_loss"].update(loss, weight=len(refs))
         for name in ("wer", "cer"):
+            self.metrics[f"{split}_{name}"].update(hyps, refs)
+        if self.set_names.get(split):
+            # Each set's own scores: a dataloader logs only its own keys.
+            set_name = self.set_names[split][dataloader_idx]
+            for name in ("wer", "cer"):
+                metric = self.set_metrics[f"{split}_{name}_{set_name}"]
+                metric(hyps, refs)
+                self.log(f"{split}_{name}_{set_name}", metric, add_dataloader_idx=False, batch_size=len(refs))
+
+    def _log_pooled(self, split: str) -> None:
+        for name in ("loss", "wer", "cer"):
             metric = self.metrics[f"{split}_{name}"]
-            metric(hyps, refs)
-            self.log(f"{split}_{name}", metric, prog_bar=True, batch_size=batch_size)
+            if metric.update_called:
+                self.log(f"{split}_{name}", metric.compute(), prog_bar=True)
+            metric.reset()
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "val", dataloader_idx)
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def on_validation_epoch_end(self) -> None:
+        self._log_pooled("val")
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "test", dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_pooled("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         logits, lens = self.net(batch["audio"], batch["audio_lens"])
@@ -204,6 +245,30 @@ class CTCTraining(L.LightningModule):
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
         return configure_schedule(self, optimizer, self.lr_scheduler(optimizer))
+
+
+def initial_weights(path, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The network weights and feature statistics of a model file or training checkpoint, for
+    a network built from ``config``.
+
+    Raises:
+        ValueError: ``path`` is neither, or its network differs from ``config`` (every
+            differing setting is named; dropout may differ, it has no weights).
+    """
+    if is_model_file(path):
+        net = load_model(path)
+    else:
+        try:
+            net = _network_of(path, ModelConfig, RecurrentCTC)
+        except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
+            raise ValueError(f"init_from {path}: not a model file or training checkpoint ({err})") from None
+    theirs, ours = asdict(net.config), asdict(config)
+    differ = [
+        f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if k != "dropout" and theirs[k] != ours[k]
+    ]
+    if differ:
+        raise ValueError(f"init_from {path}: its network differs from model.net ({'; '.join(differ)})")
+    return net.state_dict()
 
 
 class CharPerplexity(MeanMetric):

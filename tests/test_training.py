@@ -1,3 +1,4 @@
+import dataclasses
 import io
 
 import lightning as L
@@ -6,9 +7,10 @@ import torch
 from torchmetrics.functional.text import char_error_rate
 
 from asr.data import SpeechDataModule, read_cuts
-from asr.model import ModelConfig
+from asr.model import ModelConfig, load_model
 from asr.text import normalize_text
 from asr.training import CTCTraining, WarmupLR
+from tests.conftest import TINY
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
@@ -108,3 +110,52 @@ def test_model_learns_twenty_utterances(corpus, tmp_path):
     refs = [normalize_text(c.supervisions[0].text) for c in cuts]
     cer = float(char_error_rate([r.text for r in results], refs))
     assert cer < 0.10, f"CER {cer:.3f} after overfitting; first: {results[0].text!r} vs {refs[0]!r}"
+
+
+def test_fine_tuning_starts_from_a_model_file_and_refuses_another_network(tmp_path, untrained_model_file):
+    start = load_model(untrained_model_file)
+    module = CTCTraining(TINY, init_from=untrained_model_file)
+    # Weights and the feature statistics (buffers) alike.
+    for name, tensor in start.state_dict().items():
+        assert torch.equal(module.net.state_dict()[name], tensor), name
+    # Dropout has no weights: it may differ.
+    CTCTraining(dataclasses.replace(TINY, dropout=0.3), init_from=untrained_model_file)
+    with pytest.raises(ValueError, match=r"init_from .*model\.pt: .*hidden_size: 64 there, 32 here"):
+        CTCTraining(dataclasses.replace(TINY, hidden_size=32), init_from=untrained_model_file)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="garbage.pt: not a model file or training checkpoint"):
+        CTCTraining(TINY, init_from=str(garbage))
+
+
+def test_fine_tuning_from_a_training_checkpoint(corpus, tmp_path):
+    net = ModelConfig(n_mels=40, hidden_size=32, num_layers=1, conv_channels=32)
+    first = CTCTraining(net)
+    data = SpeechDataModule(corpus["train"], corpus["dev"], max_duration=20, num_workers=0)
+    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    trainer.fit(first, data)
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    second = CTCTraining(net, init_from=str(tmp_path / "run.ckpt"))
+    for name, tensor in first.net.state_dict().items():
+        assert torch.equal(second.net.state_dict()[name], tensor), name
+
+
+def test_several_validation_sets_are_scored_each_and_together(corpus, tmp_path):
+    module = CTCTraining(ModelConfig(n_mels=40, hidden_size=32, num_layers=1, conv_channels=32))
+    data = SpeechDataModule(
+        [corpus["train"], corpus["dev"]],
+        [corpus["dev"], corpus["test"]],
+        train_weights=[0.5, 0.5],
+        max_duration=20,
+        num_workers=0,
+    )
+    trainer = _trainer(
+        tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2, num_sanity_val_steps=0
+    )
+    trainer.fit(module, data)
+    metrics = trainer.callback_metrics
+    for key in ("val_wer", "val_cer", "val_loss", "val_wer_dev", "val_wer_test", "val_cer_dev"):
+        assert key in metrics and torch.isfinite(metrics[key]), key
+    # Pooled over both sets: between the two sets' own figures.
+    low, high = sorted([float(metrics["val_cer_dev"]), float(metrics["val_cer_test"])])
+    assert low - 1e-6 <= float(metrics["val_cer"]) <= high + 1e-6
