@@ -7,14 +7,24 @@ BIN := $(VENV)/bin
 RECIPE ?= smoke
 CONFIG ?= recipes/$(RECIPE)/config.yaml
 DATA := data/$(RECIPE)
-EXP := exp/$(RECIPE)
+# One run folder per config: exp/synth for config.yaml, exp/synth-mix for mix.yaml.
+RUN := $(basename $(notdir $(CONFIG)))
+EXP := exp/$(RECIPE)$(if $(filter-out config,$(RUN)),-$(RUN))
+# INIT=default (the shipped model), or a model file or checkpoint: fine-tune from it.
+INIT ?=
+FIT_ARGS = $(if $(INIT),--model.init_from $(if $(filter default,$(INIT)),$(DEFAULT_MODEL),$(INIT)))
+# People's speech (recipes/uqm): the shipped model trains on it (mix.yaml) and is scored on it.
+HUMAN_CUTS := data/uqm/cuts_train.jsonl.gz
 # The shipped default model (trained by `make train RECIPE=synth`, put here by `make ship`),
 # its word 3-gram LM, and <model>.decoding.json, the beam search tuned for the two.
 DEFAULT_MODEL := asr/models/default.pt
 DEFAULT_LM := asr/models/default.arpa.gz
-# The model `make eval` scores: the shipped one for synth, else the recipe's own (trained by
-# `make train` when missing).
+# The model `make eval` scores: the shipped one for synth (on the synth test sets and on
+# people's dev_human and test_human), else the recipe's own (trained by `make train` when missing).
 MODEL ?= $(if $(filter synth,$(RECIPE)),$(DEFAULT_MODEL),$(EXP)/model.pt)
+EVAL_CUTS := $(DATA)/cuts_test*.jsonl.gz $(if $(filter synth,$(RECIPE)),data/uqm/cuts_*_human.jsonl.gz)
+# The run `make ship` exports as the default model.
+SHIP_RUN ?= exp/synth-mix
 DEMO := recipes/synth/demo
 # Recognizers scored beside ours by `make eval` (COMPARE= for none), and our decoders (beam
 # uses the model's tuned LM when it has one).
@@ -26,13 +36,18 @@ PREPARE_ARGS := $(if $(CORPUS),--corpus-dir $(CORPUS)) $(if $(SIZE),--size $(SIZ
 # text (fortunes, the World English Bible, WordNet) and background music for augmentation.
 APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	fortunes fortunes-min sword-text-web libsword-utils wordnet-base asterisk-moh-opsound-wav
+# More voices from Debian's contrib and non-free sections (RHVoice, MBROLA, SVOX Pico, festival's
+# rab), installed through the project's own apt configuration (recipes/debian.py), which reaches
+# those sections without editing the machine's apt sources.
+APT_NON_FREE := rhvoice rhvoice-english libttspico-utils libttspico-data festvox-rablpc16k festlex-oald \
+	mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 mbrola-de4
 
 .PHONY: help setup system test lint demo prepare train export ship eval bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: RECIPE=$(RECIPE) CONFIG=$(CONFIG) MODEL=$(MODEL) COMPARE=$(COMPARE) DECODERS=$(DECODERS)"
-	@echo "             CORPUS=<downloaded corpus> SIZE=<recipe size, e.g. small>"
+	@echo "             CORPUS=<downloaded corpus> SIZE=<recipe size, e.g. small> INIT=default|<model>"
 
 setup: system $(VENV)/.installed ## create .venv and install the package, its pins and dev tools
 
@@ -41,14 +56,23 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-system: ## install the Debian packages (as root), or print the command to run
+system: ## install the Debian packages (as root), or print the commands to run
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian packages: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else \
-		echo "missing Debian packages; run: sudo apt-get install -y $$missing" >&2; exit 1; \
+	non_free=$$(for p in $(APT_NON_FREE); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing$$non_free" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "missing Debian packages; run:" >&2; \
+		[ -z "$$missing" ] || echo "  sudo apt-get install -y" $$missing >&2; \
+		[ -z "$$non_free" ] || echo "  sudo $(PYTHON) -m recipes.debian install" $$non_free >&2; \
+		exit 1; \
+	fi; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	fi; \
+	if [ -n "$$non_free" ]; then \
+		echo "installing Debian contrib and non-free packages:" $$non_free; \
+		$(PYTHON) -m recipes.debian install $$non_free; \
 	fi
 
 test: setup ## run the test suite (slow tests excluded: make test PYTEST_ARGS=-m\ slow)
@@ -69,22 +93,25 @@ demo: setup ## transcribe the demo clips with the shipped model: text, word timi
 prepare: setup ## make the RECIPE's manifests under data/RECIPE
 	$(BIN)/python -m recipes.$(RECIPE).prepare --out $(DATA) $(PREPARE_ARGS)
 
-train: prepare ## train RECIPE with CONFIG (resumes from the last checkpoint), then export
-	$(BIN)/asr fit --config $(CONFIG) --trainer.default_root_dir $(EXP) \
+$(HUMAN_CUTS): | setup
+	$(BIN)/python -m recipes.uqm.prepare --out data/uqm
+
+train: prepare $(if $(findstring data/uqm,$(file < $(CONFIG))),$(HUMAN_CUTS)) ## train RECIPE with CONFIG in exp/RECIPE[-CONFIG] (resumes its last checkpoint; INIT=default fine-tunes the shipped model), then export
+	$(BIN)/asr fit --config $(CONFIG) --trainer.default_root_dir $(EXP) $(FIT_ARGS) \
 		$$([ -f $(EXP)/checkpoints/last.ckpt ] && echo --ckpt_path $(EXP)/checkpoints/last.ckpt)
 	$(MAKE) --no-print-directory export
 
-export: ## export RECIPE's best checkpoint to exp/RECIPE/model.pt
+export: ## export the run's best checkpoint to exp/RECIPE[-CONFIG]/model.pt
 	$(BIN)/asr export $(EXP)/checkpoints/best.ckpt $(EXP)/model.pt
 
-ship: ## exp/synth's best checkpoint -> the shipped model, with its LM and tuned beam search
-	$(BIN)/asr export exp/synth/checkpoints/best.ckpt $(DEFAULT_MODEL)
+ship: ## SHIP_RUN's best checkpoint -> the shipped model, with its LM and tuned beam search
+	$(BIN)/asr export $(SHIP_RUN)/checkpoints/best.ckpt $(DEFAULT_MODEL)
 	$(BIN)/asr lm build data/synth/lm/train.txt --out $(DEFAULT_LM)
 	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz --model $(DEFAULT_MODEL) --lm $(DEFAULT_LM) --first 300 \
 		--beam-size 128 --beam-size-token 5 --save
 
-eval: prepare $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
-	$(BIN)/asr evaluate --model $(MODEL) $(DATA)/cuts_test*.jsonl.gz --output-dir $(EXP) \
+eval: prepare $(if $(filter synth,$(RECIPE)),$(HUMAN_CUTS)) $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
+	$(BIN)/asr evaluate --model $(MODEL) $(EVAL_CUTS) --output-dir $(EXP) \
 		--decoder $(DECODERS) $(if $(COMPARE),--compare $(COMPARE))
 
 bench: setup ## benchmarks: training, inference, hardware limit, scaling -> exp/bench/results.{md,json,png}
