@@ -1,6 +1,7 @@
 """The synth recipe: an English speech corpus made offline from Debian's synthesizers.
 
     python -m recipes.synth.prepare --out data/synth [--size small|default] [--stage 1 --stop-stage 4]
+        [--allow-missing-voices]
 
 Stages (each resumable; a finished stage does nothing when run again):
 1. text      sentences from Debian text packages, de-duplicated, split by sentence
@@ -9,8 +10,11 @@ Stages (each resumable; a finished stage does nothing when run again):
              -> plan/<split>.jsonl, rooms.npz
 3. speech    every planned clip rendered, augmented and written as 16 kHz FLAC
              -> audio/<split>/<nnn>/<id>.flac (clips already on disk are kept; editing
-             the voices or effects in this recipe re-plans and re-renders the clips it changes)
-4. manifests lhotse cut manifests and a summary -> cuts_<split>.jsonl.gz, summary.json
+             the voices or effects in this recipe re-plans and re-renders the clips it changes).
+             A voice that is not installed stops it, naming what to install; with
+             --allow-missing-voices its clips are skipped (and listed) instead
+4. manifests lhotse cut manifests of the clips on disk and a summary (clips, hours, engines,
+             speakers per split and per engine) -> cuts_<split>.jsonl.gz, summary.json
 5. lm        language model text (every sentence of the sources and WordNet's definitions,
              none holding a dev/test sentence) and a word 3-gram of it
              -> lm/{train,dev}.txt, lm/words.arpa
@@ -19,7 +23,9 @@ Splits: ``train`` (augmented), ``dev`` and ``test`` (clean, seen voices, unseen 
 ``test_unseen_voice`` (the test sentences spoken by flite's awb and rms, voices whose
 speakers are in no training voice). The sentence split and every clip's draws depend only
 on the seed, not on the size: a ``small`` corpus is the first clips of the ``default`` one,
-so growing it renders only the new clips.
+so growing it renders only the new clips. The training clips from ``ADDED_VOICES_FROM`` on are
+spoken by the voices added after the first corpus was rendered, so that corpus keeps every
+clip it has.
 """
 
 import argparse
@@ -28,6 +34,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from itertools import groupby
@@ -48,7 +55,7 @@ from recipes.synth import augment, text, voices
 # so no size ever trains on another size's test sentences.
 SIZES = {
     "small": {"train": 400, "dev": 100, "test": 100},
-    "default": {"train": 36000, "dev": 1000, "test": 1000},
+    "default": {"train": 48000, "dev": 1000, "test": 1000},
 }
 RESERVED = {"dev": 1000, "test": 1000}
 SPLITS = ("train", "dev", "test", "test_unseen_voice")
@@ -61,6 +68,24 @@ VOICE_SHARES = {
     ("festival", "cmu_us_slt_arctic_hts"): 0.11,
     ("flite", "kal16"): 0.16,
     ("flite", "slt"): 0.17,
+}
+# The voices added since, and their shares of the training clips from ADDED_VOICES_FROM on. The
+# first 36,000 training clips and all dev and test clips keep the voices above and every draw, so
+# the corpus rendered with them stays valid and growing it renders only the new clips. 12,000
+# clips (~10.8 h) give each new speaker 700-1,700 clips (festival's and flite's first voices
+# have 4,000-6,000 each) and make a quarter of the training set; training is bounded by updates,
+# not epochs, so they cost rendering time (~9 min) but no training time.
+ADDED_VOICES_FROM = 36000
+ADDED_VOICE_SHARES = {
+    ("piper", "joe"): 0.14,  # the one neural voice: the most natural
+    **{("rhvoice", name): 0.085 for name in ("bdl", "clb", "lyubov", "evgeniy-eng")},
+    # Of espeak-ng's 16 foreign-accented MBROLA English voices only German de4 is understood about
+    # as well as the native ones (PocketSphinx WER 52 % on 20 sentences, against 39-55 % for us1-3
+    # and en1); the others (73-96 %) are as garbled as espeak-ng's own voices (87-95 %).
+    **{("mbrola", name): 0.06 for name in ("us1", "us2", "us3", "en1", "de4-en")},
+    ("pico", "en-US"): 0.07,
+    ("pico", "en-GB"): 0.07,
+    ("festival", "rab_diphone"): 0.08,
 }
 RATE = (0.8, 1.25)  # duration factor of the synthesizer
 PITCH = (0.75, 1.3)  # f0 factor
@@ -90,9 +115,9 @@ def _read_text(out: Path, split: str) -> list[tuple[str, str]]:
     return [tuple(line.split("\t")) for line in (out / "text" / f"{split}.tsv").read_text().splitlines()]
 
 
-def _draw_voice(rng: np.random.Generator, variants: list[str]) -> voices.Voice:
-    keys = list(VOICE_SHARES)
-    engine, name = keys[rng.choice(len(keys), p=np.array(list(VOICE_SHARES.values())))]
+def _draw_voice(rng: np.random.Generator, variants: list[str], shares: dict) -> voices.Voice:
+    keys = list(shares)
+    engine, name = keys[rng.choice(len(keys), p=np.array(list(shares.values())))]
     if engine == "espeak":
         name = f"{rng.choice(voices.ESPEAK_ACCENTS)}+{rng.choice(variants)}"
     return voices.Voice(
@@ -102,26 +127,31 @@ def _draw_voice(rng: np.random.Generator, variants: list[str]) -> voices.Voice:
 
 def plan_split(split: str, sentences: list[tuple[str, str]], seed: int, variants: list[str]) -> list[dict]:
     """One record per clip: id, spoken form, transcript, voice and effects."""
-    config = augment.AugmentConfig()
-    clips = []
-    for i, (spoken, transcript) in enumerate(sentences):
-        # One generator per clip: its draws do not depend on how many clips the split has.
-        rng = np.random.default_rng([seed, SPLITS.index(split), i])
-        if split == "test_unseen_voice":
-            voice, fx = voices.Voice("flite", voices.HELD_OUT_VOICES[i % 2]), augment.Effects()
-        else:
-            voice = _draw_voice(rng, variants)
-            fx = augment.draw(rng, config) if split == "train" else augment.Effects()
-        clip_id = f"synth-{split}-{i:06d}"
-        audio = f"audio/{split}/{i // 1000:03d}/{clip_id}.flac"
-        record = {"id": clip_id, "spoken": spoken, "text": transcript, "audio": audio}
-        clips.append({**record, "voice": asdict(voice), "effects": fx.to_dict()})
-    return clips
+    return [
+        plan_clip(split, i, spoken, transcript, seed, variants)
+        for i, (spoken, transcript) in enumerate(sentences)
+    ]
+
+
+def plan_clip(split: str, i: int, spoken: str, transcript: str, seed: int, variants: list[str]) -> dict:
+    """The record of clip ``i`` of ``split``."""
+    # One generator per clip: its draws do not depend on how many clips the split has.
+    rng = np.random.default_rng([seed, SPLITS.index(split), i])
+    if split == "test_unseen_voice":
+        voice, fx = voices.Voice("flite", voices.HELD_OUT_VOICES[i % 2]), augment.Effects()
+    else:
+        added = split == "train" and i >= ADDED_VOICES_FROM
+        voice = _draw_voice(rng, variants, ADDED_VOICE_SHARES if added else VOICE_SHARES)
+        fx = augment.draw(rng, augment.AugmentConfig()) if split == "train" else augment.Effects()
+    clip_id = f"synth-{split}-{i:06d}"
+    audio = f"audio/{split}/{i // 1000:03d}/{clip_id}.flac"
+    record = {"id": clip_id, "spoken": spoken, "text": transcript, "audio": audio}
+    return {**record, "voice": asdict(voice), "effects": fx.to_dict()}
 
 
 def _plan_fingerprint(counts: dict, seed: int, variants: list[str]) -> str:
     """Everything the plan depends on: sizes, seed, voices, draw ranges and the drawing code."""
-    shares = list(VOICE_SHARES.items())
+    shares = [list(VOICE_SHARES.items()), ADDED_VOICES_FROM, list(ADDED_VOICE_SHARES.items())]
     settings = [counts, seed, variants, shares, RATE, PITCH, asdict(augment.AugmentConfig())]
     digest = hashlib.sha256(json.dumps(settings, default=str).encode())
     for module in (__file__, augment.__file__, voices.__file__):
@@ -206,8 +236,9 @@ def _render_chunk(out: Path, clips: list[dict]) -> float:
     return seconds
 
 
-def stage_speech(out: Path, workers: int) -> None:
+def stage_speech(out: Path, workers: int, allow_missing_voices: bool = False) -> None:
     todo = [c for split in SPLITS for c in _read_plan(out, split) if not (out / c["audio"]).exists()]
+    todo = _installed_voices_only(todo, allow_missing_voices)
     if not todo:
         return
     key = lambda c: voices.batch_key(voices.Voice(**c["voice"]))  # noqa: E731
@@ -228,6 +259,33 @@ def stage_speech(out: Path, workers: int) -> None:
     print(f"speech: {len(todo)} clips, {audio / 3600:.2f} h of audio in {elapsed / 60:.1f} min")
 
 
+def _voice(clip: dict) -> voices.Voice:
+    """The clip's voice, without its rate and pitch."""
+    return voices.Voice(clip["voice"]["engine"], clip["voice"]["name"])
+
+
+def _installed_voices_only(clips: list[dict], allow_missing: bool) -> list[dict]:
+    """``clips`` without those whose voice is not installed here, which are listed; unless
+    ``allow_missing``, such clips stop the recipe with a message saying what to install."""
+    missing = {v: voices.install_command(v) for v in {_voice(c) for c in clips} if voices.missing_parts(v)}
+    if not missing:
+        return clips
+    counts = Counter(_voice(c) for c in clips if _voice(c) in missing)
+    listing = ", ".join(
+        f"{v.speaker} ({n} clips)" for v, n in sorted(counts.items(), key=lambda x: x[0].speaker)
+    )
+    commands = "; ".join(f"`{command}`" for command in sorted(set(missing.values())))
+    if not allow_missing:
+        raise voices.MissingSynthesizer(
+            f"voices not installed: {listing}. Run {commands} (or `make setup`), "
+            "or pass --allow-missing-voices to go on without them"
+        )
+    print(
+        f"speech: skipped {counts.total()} clips of voices not installed: {listing}; to add them: {commands}"
+    )
+    return [c for c in clips if _voice(c) not in missing]
+
+
 def _cuts(out: Path, clips: list[dict]) -> CutSet:
     return clip_cuts(
         (c["id"], out / c["audio"], c["text"], f"{c['voice']['engine']}:{c['voice']['name']}",
@@ -236,26 +294,63 @@ def _cuts(out: Path, clips: list[dict]) -> CutSet:
     )  # fmt: skip
 
 
-def stage_manifests(out: Path) -> dict:
+def stage_manifests(out: Path, allow_missing_voices: bool = False) -> dict:
     summary = {}
     for split in SPLITS:
         path = out / f"cuts_{split}.jsonl.gz"
-        clips = _read_plan(out, split)
+        clips = _clips_on_disk(out, split, allow_missing_voices)
         plan = out / "plan" / f"{split}.jsonl"
-        if not path.exists() or path.stat().st_mtime_ns < plan.stat().st_mtime_ns:  # re-planned since
+        fresh = path.exists() and path.stat().st_mtime_ns >= plan.stat().st_mtime_ns  # not re-planned since
+        cuts = CutSet.from_file(path) if fresh else None
+        if cuts is None or len(cuts) != len(clips):  # also: clips of a voice skipped before, now rendered
             write_atomically(path, lambda p, c=clips: _cuts(out, c).to_file(p))
-        cuts = CutSet.from_file(path)
-        summary[split] = {
-            "clips": len(clips),
-            "hours": round(sum(c.duration for c in cuts) / 3600, 2),
-            "speakers": len({c.supervisions[0].speaker for c in cuts}),
-            "words": len({w for c in clips for w in c["text"].split()}),
-        }
+            cuts = CutSet.from_file(path)
+        summary[split] = _summary(clips, cuts)
         row = summary[split]
-        print(f"{split:>18}: {row['clips']:6d} clips {row['hours']:6.2f} h {row['speakers']:5d} voices "
-              f"{row['words']:6d} distinct words")  # fmt: skip
+        print(f"{split:>18}: {row['clips']:6d} clips {row['hours']:6.2f} h {row['engines']:2d} engines "
+              f"{row['speakers']:4d} voices {row['words']:6d} distinct words")  # fmt: skip
+        for engine, part in row["by_engine"].items():
+            print(
+                f"{engine:>26}: {part['clips']:6d} clips {part['hours']:6.2f} h {part['speakers']:4d} voices"
+            )
     write_atomically(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
     return summary
+
+
+def _clips_on_disk(out: Path, split: str, allow_missing: bool) -> list[dict]:
+    """The planned clips of ``split`` whose audio is on disk: all of them, unless ``allow_missing``."""
+    clips = _read_plan(out, split)
+    on_disk = [c for c in clips if (out / c["audio"]).exists()]
+    if len(on_disk) < len(clips) and not allow_missing:
+        first = next(c for c in clips if not (out / c["audio"]).exists())
+        raise ValueError(
+            f"{split}: {len(clips) - len(on_disk)} planned clips have no audio "
+            f"(first {out / first['audio']}): run stage 3 (speech), or pass --allow-missing-voices "
+            "to leave them out"
+        )
+    return on_disk
+
+
+def _summary(clips: list[dict], cuts: CutSet) -> dict:
+    """Clips, hours, engines, voices and distinct words of a split; clips, hours and voices per engine."""
+
+    def count(group: list) -> dict:
+        hours = round(sum(c.duration for c in group) / 3600, 2)
+        return {
+            "clips": len(group),
+            "hours": hours,
+            "speakers": len({c.supervisions[0].speaker for c in group}),
+        }
+
+    by_engine: dict[str, list] = {}
+    for cut in cuts:  # speakers are "<engine>:<voice>"
+        by_engine.setdefault(cut.supervisions[0].speaker.split(":")[0], []).append(cut)
+    return {
+        **count(list(cuts)),
+        "engines": len(by_engine),
+        "words": len({w for c in clips for w in c["text"].split()}),
+        "by_engine": {engine: count(group) for engine, group in sorted(by_engine.items())},
+    }
 
 
 def stage_lm(out: Path) -> None:
@@ -297,8 +392,20 @@ def without_sentences(lines, sentences: list[str]) -> list[str]:
     return [line for line in lines if not holds(line)]
 
 
-def prepare(out, size: str = "default", seed: int = 0, stage: int = 1, stop_stage: int = 5, workers: int = 2):
-    """Run stages ``stage``..``stop_stage`` into ``out``; returns the manifest paths by split."""
+def prepare(
+    out,
+    size: str = "default",
+    seed: int = 0,
+    stage: int = 1,
+    stop_stage: int = 5,
+    workers: int = 2,
+    allow_missing_voices: bool = False,
+):
+    """Run stages ``stage``..``stop_stage`` into ``out``; returns the manifest paths by split.
+
+    ``allow_missing_voices``: leave out the clips of voices not installed here (listed), rather
+    than stop.
+    """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     settings = out / "settings.json"
@@ -308,8 +415,8 @@ def prepare(out, size: str = "default", seed: int = 0, stage: int = 1, stop_stag
     steps = {
         1: lambda: stage_text(out, seed),
         2: lambda: stage_plan(out, size, seed),
-        3: lambda: stage_speech(out, workers),
-        4: lambda: stage_manifests(out),
+        3: lambda: stage_speech(out, workers, allow_missing_voices),
+        4: lambda: stage_manifests(out, allow_missing_voices),
         5: lambda: stage_lm(out),
     }
     for number in range(stage, stop_stage + 1):
@@ -327,9 +434,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage", type=int, default=1, choices=range(1, 6))
     parser.add_argument("--stop-stage", type=int, default=5, choices=range(1, 6))
     parser.add_argument("--workers", type=int, default=2, help="rendering processes")
+    parser.add_argument(
+        "--allow-missing-voices",
+        action="store_true",
+        help="leave out (and list) the clips of voices not installed here instead of stopping",
+    )
     args = parser.parse_args(argv)
     try:
-        prepare(args.out, args.size, args.seed, args.stage, args.stop_stage, args.workers)
+        prepare(
+            args.out,
+            args.size,
+            args.seed,
+            args.stage,
+            args.stop_stage,
+            args.workers,
+            args.allow_missing_voices,
+        )
     except (text.MissingPackage, voices.MissingSynthesizer, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from lhotse import CutSet
 
@@ -50,9 +51,28 @@ def test_missing_text_package_names_the_package(tmp_path):
         text.fortune_paragraphs(tmp_path)
 
 
+def _installed(engine: str, name: str):
+    """(engine, name) as a test parameter, skipped where the voice is not installed."""
+    missing = voices.missing_parts(voices.Voice(engine, name))
+    return pytest.param(
+        engine, name, marks=pytest.mark.skipif(bool(missing), reason=f"no {', '.join(missing)}")
+    )
+
+
+# One voice of each engine the recipe added to its first three.
+ADDED_ENGINES = [
+    _installed("rhvoice", "bdl"),
+    _installed("mbrola", "us1"),
+    _installed("pico", "en-GB"),
+    _installed("festival", "rab_diphone"),
+    _installed("piper", "joe"),
+]
+
+
 @pytest.mark.parametrize(
     "engine, name",
-    [("espeak", "en-gb-scotland+m3"), ("festival", "kal_diphone"), ("flite", "kal16"), ("flite", "awb")],
+    [("espeak", "en-gb-scotland+m3"), ("festival", "kal_diphone"), ("flite", "kal16"), ("flite", "awb")]
+    + ADDED_ENGINES,
 )
 def test_every_engine_speaks_and_follows_rate(engine, name):
     slow, fast = voices.render(
@@ -60,6 +80,33 @@ def test_every_engine_speaks_and_follows_rate(engine, name):
     )
     assert slow[0].dtype == np.float32 and np.abs(slow[0]).max() > 0.05
     assert len(slow[0]) / slow[1] > 1.2 * len(fast[0]) / fast[1]
+
+
+@pytest.mark.parametrize("engine, name", ADDED_ENGINES)
+def test_an_added_engine_renders_a_16_khz_clip(engine, name, tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare, "_WORKER", {"rooms": [], "music": []})
+    clip = {"spoken": "the british have tea breaks.", "audio": "clip.flac", "effects": {"seed": 0}}
+    clip["voice"] = {"engine": engine, "name": name, "rate": 1.1, "pitch": 0.9}
+
+    seconds = prepare._render_chunk(tmp_path, [clip])
+
+    audio, rate = sf.read(tmp_path / "clip.flac", dtype="float32")
+    assert rate == 16000 and len(audio) == pytest.approx(seconds * rate)
+    assert 0.8 < seconds < 5.0 and np.abs(audio).max() > 0.05
+
+
+def test_a_missing_engine_names_the_packages_to_install(monkeypatch):
+    monkeypatch.setattr(voices.shutil, "which", lambda program: None)
+    with pytest.raises(voices.MissingSynthesizer, match="recipes.debian install rhvoice rhvoice-english"):
+        voices.render([("a", voices.Voice("rhvoice", "bdl"))])
+    with pytest.raises(voices.MissingSynthesizer, match="recipes.debian install mbrola mbrola-de4"):
+        voices.require(voices.Voice("mbrola", "de4-en"))
+
+
+def test_no_training_voice_is_a_held_out_speaker():
+    trained = set(prepare.VOICE_SHARES) | set(prepare.ADDED_VOICE_SHARES)
+    assert not trained & voices.HELD_OUT_SPEAKERS
+    assert {("flite", name) for name in voices.HELD_OUT_VOICES} <= voices.HELD_OUT_SPEAKERS
 
 
 def test_render_refuses_mixed_voices():
@@ -236,6 +283,85 @@ def test_prepare_refuses_a_folder_made_with_another_seed(tiny_recipe, tmp_path):
     prepare.prepare(tmp_path, size="tiny", stop_stage=1)
     with pytest.raises(ValueError, match="another seed"):
         prepare.prepare(tmp_path, size="tiny", seed=1, stop_stage=1)
+
+
+# Clips of the corpus rendered before voices were added, as the recipe planned them then: adding
+# voices must not change them, or every clip already on disk would be rendered again.
+PLANNED = [
+    ("train", 0, "festival", "cmu_us_slt_arctic_hts", 0.921, 0.773,
+     {"vtl": 1.013, "noise": "pink", "snr_db": 25.4, "seed": 1960127676, "gain_db": -29.9}),
+    ("train", 1, "festival", "kal_diphone", 0.976, 1.067,
+     {"vtl": 0.882, "noise": "music", "snr_db": 14.1, "seed": 1646654869, "channel": "lowpass",
+      "lowpass_hz": 6798, "gain_db": -20.7}),
+    ("train", 3, "flite", "kal16", 0.999, 0.975,
+     {"vtl": 1.0, "room": 76, "seed": 1911207827, "gain_db": -4.4}),
+    ("train", 35999, "flite", "kal16", 1.188, 0.875,
+     {"vtl": 1.0, "noise": "pink", "snr_db": 5.8, "seed": 1948010262, "gain_db": -10.6}),
+    ("dev", 999, "espeak", "en-029+iven3", 0.905, 0.957, {"vtl": 1.0, "seed": 0}),
+    ("test", 0, "espeak", "en-gb-scotland+edward2", 1.071, 0.83, {"vtl": 1.0, "seed": 0}),
+    ("test_unseen_voice", 1, "flite", "rms", 1.0, 1.0, {"vtl": 1.0, "seed": 0}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("split, i, engine, name, rate, pitch, effects", PLANNED)
+def test_adding_voices_keeps_the_plan_of_every_earlier_clip(split, i, engine, name, rate, pitch, effects):
+    record = prepare.plan_clip(split, i, "s.", "s", 0, voices.espeak_variants())
+    assert record["voice"] == {"engine": engine, "name": name, "rate": rate, "pitch": pitch}
+    assert record["effects"] == effects
+
+
+def test_only_the_clips_after_the_first_corpus_draw_the_added_voices():
+    variants = voices.espeak_variants()
+
+    def engine_and_name(split, i):
+        voice = prepare.plan_clip(split, i, "s.", "s", 0, variants)["voice"]
+        return (voice["engine"], None if voice["engine"] == "espeak" else voice["name"])
+
+    first = prepare.ADDED_VOICES_FROM
+    assert {engine_and_name("train", i) for i in range(0, first, 97)} <= set(prepare.VOICE_SHARES)
+    assert {engine_and_name("dev", i) for i in range(0, 1000, 7)} <= set(prepare.VOICE_SHARES)
+    added = {engine_and_name("train", i) for i in range(first, prepare.SIZES["default"]["train"], 7)}
+    assert added == set(prepare.ADDED_VOICE_SHARES)  # every added voice speaks, and no other
+
+
+@pytest.fixture
+def one_added_voice(tiny_recipe, monkeypatch):
+    """The tiny recipe with one voice (flite's kal16) for its first 4 training clips and another
+    (flite's slt) after them, and slt not installed."""
+    monkeypatch.setattr(prepare, "VOICE_SHARES", {("flite", "kal16"): 1.0})
+    monkeypatch.setattr(prepare, "ADDED_VOICE_SHARES", {("flite", "slt"): 1.0})
+    monkeypatch.setattr(prepare, "ADDED_VOICES_FROM", 4)
+    missing_parts = voices.missing_parts
+    monkeypatch.setattr(voices, "missing_parts", lambda v: ["slt"] if v.name == "slt" else missing_parts(v))
+    return missing_parts
+
+
+def test_a_voice_not_installed_stops_the_recipe_saying_what_to_install(one_added_voice, tmp_path):
+    with pytest.raises(voices.MissingSynthesizer, match=r"flite:slt \(2 clips\).*apt-get install flite"):
+        prepare.prepare(tmp_path, size="tiny", workers=1)
+    with pytest.raises(SystemExit):
+        prepare.main(["--out", str(tmp_path), "--size", "tiny", "--workers", "1"])
+
+
+def test_allow_missing_voices_skips_their_clips_until_installed(
+    one_added_voice, tmp_path, monkeypatch, capsys
+):
+    manifests = prepare.prepare(tmp_path, size="tiny", workers=1, allow_missing_voices=True)
+
+    assert "skipped 2 clips of voices not installed: flite:slt (2 clips)" in capsys.readouterr().out
+    assert {c.supervisions[0].speaker for c in CutSet.from_file(manifests["train"])} == {"flite:kal16"}
+    summary = json.loads((tmp_path / "summary.json").read_text())["train"]
+    assert summary["clips"] == 4 and summary["by_engine"]["flite"]["speakers"] == 1
+    with pytest.raises(ValueError, match="2 planned clips have no audio"):  # stage 4 alone, not allowed
+        prepare.prepare(tmp_path, size="tiny", stage=4, stop_stage=4)
+
+    monkeypatch.setattr(voices, "missing_parts", one_added_voice)  # slt installed: its clips follow
+    prepare.prepare(tmp_path, size="tiny", workers=1)
+
+    cuts = CutSet.from_file(manifests["train"])
+    assert len(cuts) == 6 and {c.supervisions[0].speaker for c in cuts} == {"flite:kal16", "flite:slt"}
+    summary = json.loads((tmp_path / "summary.json").read_text())["train"]
+    assert (summary["clips"], summary["engines"], summary["speakers"]) == (6, 1, 2)
 
 
 def test_charlm_config_is_valid(capsys):
