@@ -5,8 +5,8 @@
     asr transcribe FILE... [--model MODEL] [--format txt|json|jsonl|srt|vtt|tsv]
     asr stream FILE --model UNIDIRECTIONAL_MODEL [--chunk-ms 200] [--realtime]
     asr evaluate [--model MODEL] MANIFEST... [--compare pocketsphinx] [--output-dir DIR]
-    asr lm build TEXT... [--order 3] --out LM.arpa[.gz]   (word n-gram, Kneser-Ney)
-    asr lm tune DEV_MANIFEST [--lm LM] [--charlm LM] [--model MODEL] [--save]   (LM weights grid)
+    asr lm build TEXT... [--order 3] [--exclude HELD_OUT...] --out LM.arpa[.gz]   (word n-gram, Kneser-Ney)
+    asr lm tune DEV_MANIFEST... [--lm LM] [--charlm LM] [--model MODEL] [--save]   (LM weights grid)
     asr lm fit|validate|test --config recipes/<corpus>/charlm.yaml   (character RNN LM)
     asr lm export CKPT OUT | sample --model LM [--prompt P] | perplexity --model LM TEXT...
 
@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# `asr lm build --exclude`: shorter held-out sentences ("thank you", "goodbye captain") are
+# everyday phrases; leaving out every line that holds one would cut the LM, not a leak.
+EXCLUDE_MIN_WORDS = 3
 
 
 def lightning_cli(args: list[str] | None = None, language_model: bool = False):
@@ -186,14 +189,19 @@ def export_command(args) -> int:
 
 
 def lm_build_command(args) -> int:
-    from asr.ngram import arpa_sizes, build_arpa
-    from asr.text import read_text_file
+    from asr.ngram import arpa_sizes, build_arpa, without_sentences
+    from asr.text import normalize_text, read_text_file
 
     if args.order < 1:
         raise ValueError(f"--order must be at least 1, got {args.order}")
     started = time.perf_counter()
     files = [read_text_file(path) for path in args.texts]  # every file checked before counting
     lines = (line for file in files for line in file)
+    if args.exclude:
+        held_out = [normalize_text(s) for path in args.exclude for s in read_text_file(path) if s.strip()]
+        kept = without_sentences((normalize_text(line) for line in lines), held_out, EXCLUDE_MIN_WORDS)
+        print(f"--exclude: {len(kept)} lines kept; none holds a sentence of {', '.join(args.exclude)}")
+        lines = kept
     path = build_arpa(lines, args.out, args.order, min_count=args.min_count)
     sizes = arpa_sizes(path)
     per_order = ", ".join(f"{size} {n}-grams" for n, size in enumerate(sizes, start=1))
@@ -204,15 +212,17 @@ def lm_build_command(args) -> int:
 def lm_tune_command(args) -> int:
     from dataclasses import replace
 
+    from lhotse import CutSet
+
     from asr.data import read_cuts
     from asr.decoding import DecodingOptions, write_beam_defaults
     from asr.evaluation import tune_beam
     from asr.model import DEFAULT_MODEL
 
     model = _load_model(args.model)
-    cuts = read_cuts(args.manifest)
-    if args.first:
-        cuts = cuts.subset(first=args.first)
+    # The first N cuts of each manifest, scored together.
+    parts = [read_cuts(m).subset(first=args.first) if args.first else read_cuts(m) for m in args.manifests]
+    cuts = CutSet.from_cuts(cut for part in parts for cut in part)
     if not (args.lm or args.charlm):
         raise ValueError("nothing to tune: give a word n-gram (--lm), a character LM (--charlm) or both")
     base = DecodingOptions(
@@ -240,7 +250,8 @@ def lm_tune_command(args) -> int:
     flags = f"--word-score {options.word_score}"
     flags = (f"--lm-weight {options.lm_weight} " if args.lm else "") + flags
     flags += f" --charlm-weight {options.charlm_weight}" if args.charlm else ""
-    print(f"best: {flags} (WER {100 * result.wer:.2f} %, {len(result.ids)} utterances of {args.manifest})")
+    sets = ", ".join(args.manifests)
+    print(f"best: {flags} (WER {100 * result.wer:.2f} %, {len(result.ids)} utterances of {sets})")
     if args.save:
         path = write_beam_defaults(args.model or DEFAULT_MODEL, options)
         print(f"{path}: 'asr transcribe' now decodes with this LM and these weights with this model")
@@ -286,10 +297,15 @@ def _lm_parser(sub) -> None:
     p.add_argument("--min-count", type=int, default=1,
                    help="leave out n-grams of the highest order seen fewer times (default: 1)")  # fmt: skip
     p.add_argument("--out", default="lm.arpa", help="ARPA file to write (default: lm.arpa)")
+    p.add_argument("--exclude", nargs="+", metavar="SENTENCES",
+                   help=f"files of held-out sentences: lines holding one of {EXCLUDE_MIN_WORDS} or more "
+                   "words are left out")  # fmt: skip
     p.set_defaults(run=lm_build_command)
 
     p = lm_sub.add_parser("tune", help="grid search of n-gram LM weight and word score on a dev manifest")
-    p.add_argument("manifest", metavar="MANIFEST", help="lhotse cut manifest (.jsonl[.gz]), e.g. dev")
+    p.add_argument(
+        "manifests", nargs="+", metavar="MANIFEST", help="lhotse cut manifests (.jsonl[.gz]), e.g. dev"
+    )
     p.add_argument("--lm", help="word n-gram LM (ARPA, from 'asr lm build')")
     p.add_argument("--charlm", help="character RNN LM file (from 'asr lm export')")
     p.add_argument("--model", help="model file (default: asr/models/default.pt)")
@@ -301,7 +317,7 @@ def _lm_parser(sub) -> None:
     p.add_argument("--beam-size", type=int, default=32)
     p.add_argument("--beam-size-token", type=int, help="tokens tried at each frame (default: all)")
     p.add_argument("--beam-threshold", type=float, default=25.0)
-    p.add_argument("--first", type=int, help="tune on the first N cuts only")
+    p.add_argument("--first", type=int, help="tune on the first N cuts of each manifest only")
     p.add_argument(
         "--save",
         action="store_true",

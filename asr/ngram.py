@@ -131,6 +131,26 @@ def _arpa_lines(probs: list[dict], backoffs: list[dict]) -> Iterator[str]:
     yield "\n\\end\\\n"
 
 
+def without_sentences(lines: Iterable[str], sentences: Iterable[str], min_words: int = 1) -> list[str]:
+    """``lines`` less those that hold one of ``sentences`` of at least ``min_words`` words, as
+    whole words: LM text that never saw a held-out sentence. Both must be normalised."""
+    by_start: dict[tuple, list[list[str]]] = {}
+    for sentence in sentences:
+        words = sentence.split()
+        if len(words) >= min_words:
+            by_start.setdefault(tuple(words[:2]), []).append(words)
+
+    def holds(line: str) -> bool:
+        words = line.split()
+        return any(
+            words[i : i + len(s)] == s
+            for i in range(len(words))
+            for s in by_start.get(tuple(words[i : i + 2]), ())
+        )
+
+    return [line for line in lines if not holds(line)]
+
+
 def build_arpa(
     texts: Iterable[str], out_path, order: int = 3, alphabet: str = DEFAULT_ALPHABET, min_count: int = 1
 ) -> Path:

@@ -213,7 +213,17 @@ def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
     model.write_bytes(trained["model"].read_bytes())
     (tmp_path / "text.txt").write_text("hello world this is a test\nthis is a test\n")
     assert main(["lm", "build", str(tmp_path / "text.txt"), "--out", str(tmp_path / "lm.arpa.gz")]) == 0
-    tune = ["lm", "tune", corpus["dev"], "--model", str(model), "--lm", str(tmp_path / "lm.arpa.gz")]
+    # Two manifests, scored together.
+    tune = [
+        "lm",
+        "tune",
+        corpus["dev"],
+        corpus["test"],
+        "--model",
+        str(model),
+        "--lm",
+        str(tmp_path / "lm.arpa.gz"),
+    ]
     out = run_asr(
         *tune, "--lm-weights", "0.5", "2", "--word-scores", "0", "--beam-size", "8", "--beam-size-token", "4",
         "--save",
@@ -223,6 +233,7 @@ def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
         line for line in out.stdout.splitlines() if line.startswith("| 0.5 |") or line.startswith("| 2.0 |")
     ]
     assert len(rows) == 2 and "best: --lm-weight" in out.stdout
+    assert f"8 utterances of {corpus['dev']}, {corpus['test']}" in out.stdout
     assert all(row.split(" | ")[2] == "-" for row in rows)  # no char LM: its weight is not tuned
     assert "--charlm-weight" not in out.stdout
     tuned = load_model(model).beam_options

@@ -202,3 +202,16 @@ def test_asr_lm_build_writes_the_model_and_a_summary(tmp_path, capsys):
     summary = capsys.readouterr().out
     assert summary.startswith(f"{out}: ") and " 2-grams, " in summary and summary.endswith(" s\n")
     assert len(ngram.arpa_sizes(out)) == 2
+
+
+def test_held_out_sentences_of_enough_words_are_kept_out_of_the_lm_text(tmp_path, capsys):
+    lines = ["we come in peace", "you come in peace and quiet", "thank you captain", "in peace"]
+    assert ngram.without_sentences(lines, ["come in peace"]) == ["thank you captain", "in peace"]
+    assert ngram.without_sentences(lines, ["thank you"], min_words=3) == lines  # an everyday phrase
+    (tmp_path / "text.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "held.txt").write_text("Come in peace!\nThank you\n")
+    out = tmp_path / "lm.arpa"
+    assert main(["lm", "build", str(tmp_path / "text.txt"), "--exclude", str(tmp_path / "held.txt"),
+                 "--order", "2", "--out", str(out)]) == 0  # fmt: skip
+    assert "2 lines kept" in capsys.readouterr().out
+    assert set(ngram.arpa_words(out)) - {"<s>", "</s>", "<unk>"} == {"thank", "you", "captain", "in", "peace"}
