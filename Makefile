@@ -106,9 +106,10 @@ export: ## export the run's best checkpoint to exp/RECIPE[-CONFIG]/model.pt
 
 ship: ## SHIP_RUN's best checkpoint -> the shipped model, with its LM and tuned beam search
 	$(BIN)/asr export $(SHIP_RUN)/checkpoints/best.ckpt $(DEFAULT_MODEL)
-	$(BIN)/asr lm build data/synth/lm/train.txt --out $(DEFAULT_LM)
-	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz --model $(DEFAULT_MODEL) --lm $(DEFAULT_LM) --first 300 \
-		--beam-size 128 --beam-size-token 5 --save
+	$(BIN)/asr lm build data/synth/lm/train.txt data/uqm/text/train.txt --out $(DEFAULT_LM) \
+		--exclude data/uqm/text/dev_human.txt data/uqm/text/test_human.txt
+	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz data/uqm/cuts_dev_human.jsonl.gz --model $(DEFAULT_MODEL) \
+		--lm $(DEFAULT_LM) --first 300 --beam-size 128 --beam-size-token 5 --save
 
 eval: prepare $(if $(filter synth,$(RECIPE)),$(HUMAN_CUTS)) $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
 	$(BIN)/asr evaluate --model $(MODEL) $(EVAL_CUTS) --output-dir $(EXP) \

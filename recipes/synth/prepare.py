@@ -46,7 +46,7 @@ import soxr
 from lhotse import CutSet
 from tqdm import tqdm
 
-from asr.ngram import build_arpa
+from asr.ngram import build_arpa, without_sentences
 from asr.text import read_text_file
 from recipes.common import clip_cuts, write_atomically
 from recipes.synth import augment, text, voices
@@ -372,24 +372,6 @@ def stage_lm(out: Path) -> None:
     if not (out / "lm" / "words.arpa").exists():
         build_arpa(read_text_file(out / "lm" / "train.txt"), out / "lm" / "words.arpa", order=3)
         print(f"lm: {out / 'lm' / 'words.arpa'} from {out / 'lm' / 'train.txt'}")
-
-
-def without_sentences(lines, sentences: list[str]) -> list[str]:
-    """``lines`` less those that hold one of ``sentences`` as whole words."""
-    by_start: dict[tuple, list[list[str]]] = {}
-    for sentence in sentences:
-        words = sentence.split()
-        by_start.setdefault(tuple(words[:2]), []).append(words)
-
-    def holds(line: str) -> bool:
-        words = line.split()
-        return any(
-            words[i : i + len(s)] == s
-            for i in range(len(words))
-            for s in by_start.get(tuple(words[i : i + 2]), ())
-        )
-
-    return [line for line in lines if not holds(line)]
 
 
 def prepare(

@@ -15,7 +15,7 @@ the note). Stages, each resumable:
 3. manifests  transcripts parsed (``#(LABEL) clip.ogg`` then the lines) and normalised;
               clips dropped by a measured criterion (see :data:`CHARS_PER_SECOND`); whole
               characters held out -> ``cuts_{train,dev_human,test_human}.jsonl.gz``,
-              ``text/{dev_human,test_human}.txt`` (sentences no LM may contain),
+              ``text/{train,dev_human,test_human}.txt`` (LM text, and sentences no LM may hold),
               ``skipped.txt``, ``summary.json``
 
 The voice pack's ``3dovoice.rmp`` says which dialogue file each character's clips follow (the
@@ -281,9 +281,10 @@ def stage_manifests(corpus: Path, out: Path) -> dict[str, Path]:
     parts["train"] = parts["train"].filter(lambda c: c.supervisions[0].text not in held_texts).to_eager()
     dropped["text of a dev_human or test_human clip"] = sum(cut.duration for cut in repeated)
     dropped["held-out speakers beyond their share"] = sum(cut.duration for cut in unused)
-    # The held-out sentences first: the manifests, written last, mark the stage done.
+    # The sentences of each split (LM text, and what LM text must not hold) first: the
+    # manifests, written last, mark the stage done.
     (out / "text").mkdir(exist_ok=True)
-    for split in HELD_OUT:
+    for split in parts:
         texts = sorted({s.text for c in parts[split] for s in c.supervisions})
         common.write_atomically(
             out / "text" / f"{split}.txt", lambda p, t=texts: p.write_text("\n".join(t) + "\n")
