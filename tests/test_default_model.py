@@ -38,12 +38,12 @@ def test_the_default_model_ships_with_its_card_and_fits_the_budget():
 
 
 def test_the_default_model_transcribes_the_demo_clips(model, demo_cuts):
-    # Bounds a little above the model card's test-set figures (greedy: WER 26.7 % on seen
-    # voices, CER 26.9 % on the unseen one; with its LM: WER 11.1 % on seen voices) and the
-    # demo's own (29.2 %, 30.8 % and 4.2 %): a worse model or LM fails here.
+    # Bounds a little above the model card's test-set figures (greedy: WER 29.6 % on seen
+    # voices, CER 23.6 % on the unseen one; with its LM: WER 12.0 % on seen voices) and the
+    # demo's own (greedy 33.3 % on seen voices): a worse model or LM fails here.
     seen = demo_cuts.filter(lambda c: "unseen" not in c.id)
     greedy = evaluate(model_recognizer(model, DecodingOptions()), seen)
-    assert greedy.wer <= 0.32, greedy.listing()
+    assert greedy.wer <= 0.38, greedy.listing()
     beam = evaluate(model_recognizer(model), seen)  # by default: its tuned beam search and LM
     assert model.beam_options.lm and beam.wer <= 0.15, beam.listing()
     unseen = demo_cuts.filter(lambda c: "unseen" in c.id)
