@@ -4,6 +4,9 @@ It lives inside the model, so training and inference cannot compute features dif
 and its normalisation statistics are buffers that travel in every checkpoint and model file.
 """
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torchaudio
 from torch import nn
@@ -11,17 +14,52 @@ from torch import nn
 from asr.audio import SAMPLE_RATE
 
 LOG_FLOOR = 1e-6  # added before the log so silence gives a finite value (-13.8)
+WARP_BOUNDARY = 0.85  # share of the band below Nyquist that VTLP scales; the rest is squeezed
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation of the front end (``model.augment`` in YAML).
+
+    SpecAugment masks bands and stretches of the normalised log-mel frames; VTLP (vocal tract
+    length perturbation) makes each training utterance sound as if spoken by a longer or
+    shorter vocal tract: its formants move up or down by a factor drawn per utterance, while
+    its pitch and tempo stay (speed perturbation moves all three at once).
+
+    Args:
+        freq_masks, freq_mask_width: frequency masks per utterance, and their most mel bins.
+        time_masks, time_mask_width: time masks per utterance, and their most frames.
+        time_mask_ratio: no time mask covers more than this share of its own utterance, so
+            that a short clip keeps most of its frames (two 40-frame masks would hide 80 % of
+            a 1 s clip).
+        warp: VTLP factors are drawn uniformly from [1 - warp, 1 + warp]; 0 turns it off.
+    """
+
+    freq_masks: int = 2
+    freq_mask_width: int = 27
+    time_masks: int = 2
+    time_mask_width: int = 40
+    time_mask_ratio: float = 0.2
+    warp: float = 0.0
+
+    def __post_init__(self):
+        if not 0 <= self.warp < 1:
+            raise ValueError(f"augment.warp must be in [0, 1), got {self.warp}")
+        if not 0 <= self.time_mask_ratio <= 1:
+            raise ValueError(f"augment.time_mask_ratio must be in [0, 1], got {self.time_mask_ratio}")
+
+
+NO_AUGMENT = Augment(freq_masks=0, time_masks=0)
 
 
 class LogMel(nn.Module):
-    """Log-mel spectrogram with mean/variance normalisation and SpecAugment.
+    """Log-mel spectrogram with mean/variance normalisation, and :class:`Augment` in training.
 
     Args:
         n_mels: mel bins per frame.
         win_ms: analysis window length in milliseconds (25 ms = 400 samples at 16 kHz).
         hop_ms: frame shift in milliseconds (10 ms = 100 frames per second).
-        freq_masks, freq_mask_width: SpecAugment frequency masks (count, max bins each).
-        time_masks, time_mask_width: SpecAugment time masks (count, max frames each).
+        augment: what training mode does to the features (SpecAugment by default).
         utterance_mean: subtract each utterance's own mean frame (cepstral mean normalisation)
             instead of the training set's. It removes what is constant over an utterance: the
             channel's frequency response, the recording level and part of the speaker's
@@ -34,14 +72,12 @@ class LogMel(nn.Module):
         n_mels: int = 80,
         win_ms: float = 25.0,
         hop_ms: float = 10.0,
-        freq_masks: int = 2,
-        freq_mask_width: int = 27,
-        time_masks: int = 2,
-        time_mask_width: int = 40,
+        augment: Augment | None = None,
         utterance_mean: bool = False,
     ):
         super().__init__()
         self.utterance_mean = utterance_mean
+        self.augment = augment or Augment()
         self.hop_length = round(SAMPLE_RATE * hop_ms / 1000)
         self.win_length = round(SAMPLE_RATE * win_ms / 1000)
         # center=False: a frame only sees its own samples, never padding, so an utterance
@@ -53,10 +89,9 @@ class LogMel(nn.Module):
             n_mels=n_mels,
             center=False,
         )
-        # iid_masks: each utterance in a batch gets its own masks.
-        augment = [torchaudio.transforms.FrequencyMasking(freq_mask_width, iid_masks=True)] * freq_masks
-        augment += [torchaudio.transforms.TimeMasking(time_mask_width, iid_masks=True)] * time_masks
-        self.spec_augment = nn.Sequential(*augment)
+        # The mel filters' corner frequencies (HTK mel scale, as MelSpectrogram's), for VTLP.
+        mels = torch.linspace(0.0, _hz_to_mel(SAMPLE_RATE / 2), n_mels + 2)
+        self.register_buffer("filter_corners", 700.0 * (10 ** (mels / 2595.0) - 1.0), persistent=False)
         # Statistics of the training set's log-mel frames (after utterance mean subtraction if
         # that is on); identity until fit_stats() runs.
         self.register_buffer("mean", torch.zeros(n_mels))
@@ -77,12 +112,36 @@ class LogMel(nn.Module):
             + 1
         )
 
-    def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, S) float waveform -> (B, T, F) un-normalised log-mel frames, in fp32."""
+    def log_mel(self, audio: torch.Tensor, warps: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S) float waveform -> (B, T, F) un-normalised log-mel frames, in fp32; with
+        (B,) ``warps``, each utterance's frequencies scaled by its own factor (VTLP)."""
         if audio.shape[1] < self.win_length:
             audio = nn.functional.pad(audio, (0, self.win_length - audio.shape[1]))
         with torch.autocast(audio.device.type, enabled=False):
-            return torch.log(self.mel(audio.float()) + LOG_FLOOR).transpose(1, 2)
+            if warps is None:
+                mel = self.mel(audio.float())
+            else:
+                power = self.mel.spectrogram(audio.float())  # (B, n_freqs, T)
+                mel = torch.einsum("bft,bfm->bmt", power, self.warped_filters(warps))
+            return torch.log(mel + LOG_FLOOR).transpose(1, 2)
+
+    def warped_filters(self, warps: torch.Tensor) -> torch.Tensor:
+        """(B,) warp factors -> (B, n_freqs, n_mels) mel filterbanks that read the energy at
+        frequency f as if it were at ``warp * f`` (piecewise linear, so that Nyquist stays
+        Nyquist: Jaitly and Hinton's VTLP). A factor of 1 gives MelSpectrogram's own filters.
+        """
+        nyquist = SAMPLE_RATE / 2
+        freqs = torch.linspace(0, nyquist, self.mel.mel_scale.fb.shape[0], device=warps.device)
+        alpha = warps.float().unsqueeze(1)  # (B, 1)
+        knee = WARP_BOUNDARY * nyquist * alpha.clamp(max=1) / alpha
+        squeezed = nyquist - (nyquist - alpha * knee) / (nyquist - knee) * (nyquist - freqs)
+        warped = torch.where(freqs <= knee, alpha * freqs, squeezed)  # (B, n_freqs)
+        corners = self.filter_corners
+        widths = corners[1:] - corners[:-1]
+        slopes = corners - warped.unsqueeze(-1)  # (B, n_freqs, n_mels + 2)
+        rising = -slopes[..., :-2] / widths[:-1]
+        falling = slopes[..., 2:] / widths[1:]
+        return torch.minimum(rising, falling).clamp_min(0)
 
     @torch.no_grad()
     def fit_stats(self, batches) -> None:
@@ -115,15 +174,19 @@ class LogMel(nn.Module):
 
         Padded frames are set to zero (the normalised mean) so they carry no signal.
         """
-        feats = self.log_mel(audio)
+        augment = self.augment if self.training else NO_AUGMENT
+        warps = None
+        if augment.warp:
+            warps = 1 + augment.warp * (2 * torch.rand(audio.shape[0], device=audio.device) - 1)
+        feats = self.log_mel(audio, warps)
         lens = self.num_frames(audio_lens)
         mask = _length_mask(lens, feats.shape[1])
         if self.utterance_mean:
             feats = feats - _utterance_mean(feats, mask, lens)
         feats = (feats - self.mean) / self.std
-        if self.training and len(self.spec_augment):
-            feats = self.spec_augment(feats.transpose(1, 2)).transpose(1, 2)
         feats = feats * mask.unsqueeze(-1)
+        if augment.time_masks or augment.freq_masks:
+            feats = _spec_augment(feats, lens, augment)
         return feats, lens
 
 
@@ -131,6 +194,34 @@ def _utterance_mean(feats: torch.Tensor, mask: torch.Tensor, lengths: torch.Tens
     """(B, T, F) frames, (B, T) real-frame mask, (B,) frame counts -> (B, 1, F) mean of each
     utterance's real frames."""
     return (feats * mask.unsqueeze(-1)).sum(1, keepdim=True) / lengths.to(feats.dtype)[:, None, None]
+
+
+def _spec_augment(feats: torch.Tensor, lengths: torch.Tensor, augment: Augment) -> torch.Tensor:
+    """(B, T, F) frames, (B,) frame counts -> the frames with each utterance's own random time
+    and frequency masks set to zero (the normalised mean)."""
+    keep_frames = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
+    for _ in range(augment.time_masks):
+        widest = (lengths * augment.time_mask_ratio).floor().clamp(max=augment.time_mask_width)
+        keep_frames &= ~_random_spans(lengths, widest, feats.shape[1])
+    keep_bins = torch.ones(feats.shape[0], feats.shape[2], dtype=torch.bool, device=feats.device)
+    bins = torch.full_like(lengths, feats.shape[2])
+    for _ in range(augment.freq_masks):
+        keep_bins &= ~_random_spans(bins, torch.full_like(bins, augment.freq_mask_width), feats.shape[2])
+    return feats * (keep_frames.unsqueeze(-1) & keep_bins.unsqueeze(1))
+
+
+def _random_spans(lengths: torch.Tensor, widest: torch.Tensor, size: int) -> torch.Tensor:
+    """One random span per row: (B,) lengths, (B,) widest spans -> (B, size) bool, True inside
+    a span of 0..widest positions that lies within the row's length."""
+    width = (torch.rand(lengths.shape, device=lengths.device) * (widest + 1)).floor().clamp(max=lengths)
+    start = (torch.rand(lengths.shape, device=lengths.device) * (lengths - width + 1)).floor()
+    positions = torch.arange(size, device=lengths.device)
+    return (positions >= start.unsqueeze(1)) & (positions < (start + width).unsqueeze(1))
+
+
+def _hz_to_mel(hz: float) -> float:
+    """HTK mel scale, as torchaudio's MelSpectrogram uses by default."""
+    return 2595.0 * math.log10(1.0 + hz / 700.0)
 
 
 def _length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

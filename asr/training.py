@@ -22,6 +22,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from asr.audio import SAMPLE_RATE
 from asr.charlm import IGNORE, CharLM, CharLMConfig, save_charlm
 from asr.decoding import greedy_decode
+from asr.features import NO_AUGMENT, Augment
 from asr.model import ModelConfig, RecurrentCTC, is_model_file, load_model, save_model
 from asr.text import normalize_text
 
@@ -105,7 +106,8 @@ class CTCTraining(L.LightningModule):
         net: the network's configuration (``model.net.*`` in YAML).
         optimizer: builds the optimizer from the parameters (AdamW: lr 1e-3, weight decay 1e-2).
         lr_scheduler: builds the per-step schedule (500 warm-up steps by default).
-        spec_augment: apply frequency/time masking to training features.
+        augment: SpecAugment and VTLP settings for training features
+            (:class:`~asr.features.Augment`); null turns both off.
         stats_batches: training batches used to compute feature normalisation statistics.
         init_from: a model file (``asr export``) or training checkpoint whose weights and
             feature statistics start this run (fine-tuning); its network must be the one
@@ -118,7 +120,7 @@ class CTCTraining(L.LightningModule):
         net: ModelConfig | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable = WarmupLR,
-        spec_augment: bool = True,
+        augment: Augment | None = Augment(),  # noqa: B008 (frozen: a shared default is safe)
         stats_batches: int = 50,
         init_from: str | None = None,
     ):
@@ -127,8 +129,7 @@ class CTCTraining(L.LightningModule):
         self.net = RecurrentCTC(net or ModelConfig())
         if init_from is not None:
             self.net.load_state_dict(initial_weights(init_from, self.net.config))
-        if not spec_augment:
-            self.net.frontend.spec_augment = nn.Sequential()
+        self.net.frontend.augment = augment or NO_AUGMENT
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.ctc = nn.CTCLoss(blank=self.net.tokenizer.blank_id, zero_infinity=True)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from asr.audio import SAMPLE_RATE
-from asr.features import LogMel
+from asr.features import Augment, LogMel
 
 N_MELS = 80
 WIN = round(SAMPLE_RATE * 0.025)  # 25 ms window, in samples
@@ -216,3 +216,79 @@ def test_spec_augment_is_off_in_eval_mode(frontend):
     if frontend.utterance_mean:
         log_mel = log_mel - log_mel.mean(1, keepdim=True)
     torch.testing.assert_close(first, (log_mel - frontend.mean) / frontend.std)
+
+
+def test_time_masks_are_capped_by_each_utterance_length():
+    # Two masks of up to 40 frames would hide most of a short clip; the ratio caps each mask.
+    frontend = LogMel(N_MELS, augment=Augment(freq_masks=0, time_masks=2, time_mask_ratio=0.1)).train()
+    audio, lengths = pad(waves(SAMPLE_RATE // 2, 4 * SAMPLE_RATE))
+    clean, frames = frontend.eval()(audio, lengths)
+    frontend.train()
+
+    torch.manual_seed(0)
+    for _ in range(50):
+        augmented, _ = frontend(audio, lengths)
+        masked = ((augmented == 0) & (clean != 0)).all(-1)  # (B, T) whole frames zeroed
+        for row, n in enumerate(frames.tolist()):
+            assert masked[row, :n].sum() <= 2 * int(0.1 * n)
+    assert masked.any()
+
+
+def test_frequency_masks_zero_whole_bands_within_their_width():
+    frontend = LogMel(N_MELS, augment=Augment(freq_masks=1, freq_mask_width=10, time_masks=0))
+    audio, lengths = pad(waves(SAMPLE_RATE))
+    clean, _ = frontend.eval()(audio, lengths)
+
+    frontend.train()
+    torch.manual_seed(3)
+    widths = []
+    for _ in range(20):
+        augmented, _ = frontend(audio, lengths)
+        zeroed = ((augmented == 0) & (clean != 0)).all(1)  # (B, F) bands zeroed in every frame
+        bands = zeroed[0].nonzero().flatten()
+        assert (bands.diff() == 1).all()  # one contiguous band
+        widths.append(len(bands))
+    assert 0 < max(widths) <= 10
+
+
+def test_warp_of_one_gives_the_mel_spectrogram_filters():
+    frontend = LogMel(N_MELS)
+    filters = frontend.warped_filters(torch.ones(2))
+
+    assert filters.shape == (2, *frontend.mel.mel_scale.fb.shape)
+    torch.testing.assert_close(filters[0], frontend.mel.mel_scale.fb, atol=1e-5, rtol=1e-4)
+    audio, lengths = pad(waves(SAMPLE_RATE, SAMPLE_RATE, seed=1))
+    torch.testing.assert_close(
+        frontend.log_mel(audio, torch.ones(2)), frontend.log_mel(audio), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_warp_moves_a_tone_up_or_down_the_mel_bins():
+    frontend = LogMel(N_MELS)
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = torch.sin(2 * torch.pi * 1000 * t).repeat(3, 1)
+
+    log_mel = frontend.log_mel(tone, torch.tensor([0.9, 1.0, 1.1]))
+    peaks = log_mel.mean(1).argmax(-1).tolist()
+
+    # A factor above 1 reads 1 kHz as 1.1 kHz: a formant moves up, as in a shorter vocal tract.
+    assert peaks[0] < peaks[1] < peaks[2]
+
+
+def test_vtlp_changes_training_features_only():
+    frontend = LogMel(N_MELS, augment=Augment(freq_masks=0, time_masks=0, warp=0.1))
+    audio, lengths = pad(waves(SAMPLE_RATE))
+    clean, _ = frontend.eval()(audio, lengths)
+
+    torch.manual_seed(0)
+    warped, _ = frontend.train()(audio, lengths)
+
+    assert warped.shape == clean.shape
+    assert not torch.allclose(warped, clean)
+    assert torch.equal(frontend.eval()(audio, lengths)[0], clean)
+
+
+@pytest.mark.parametrize("settings", [{"warp": 1.0}, {"warp": -0.1}, {"time_mask_ratio": 1.5}])
+def test_augment_settings_out_of_range_are_refused(settings):
+    with pytest.raises(ValueError, match="augment"):
+        Augment(**settings)

@@ -101,7 +101,7 @@ def test_model_learns_twenty_utterances(corpus, tmp_path):
         net,
         optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3),
         lr_scheduler=lambda o: WarmupLR(o, warmup_steps=20),
-        spec_augment=False,
+        augment=None,
     )
     data = SpeechDataModule(corpus["train"], corpus["train"], max_duration=30, num_workers=0)
     _trainer(tmp_path, max_epochs=60, check_val_every_n_epoch=20, gradient_clip_val=5.0).fit(module, data)

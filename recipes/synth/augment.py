@@ -16,7 +16,7 @@ same audio) and stored in its manifest:
 5. level: peak gain between -30 and -1 dBFS.
 
 Speed perturbation and SpecAugment are applied on the fly during training instead
-(``data.speed_perturb``, ``model.spec_augment``).
+(``data.speed_perturb``, ``model.augment``).
 """
 
 from dataclasses import asdict, dataclass
