@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 RECIPE ?= smoke
 CONFIG ?= recipes/$(RECIPE)/config.yaml
 DATA := data/$(RECIPE)
-# One run folder per config: exp/synth for config.yaml, exp/synth-mix for mix.yaml.
-RUN := $(basename $(notdir $(CONFIG)))
-EXP := exp/$(RECIPE)$(if $(filter-out config,$(RUN)),-$(RUN))
+# The run folder is the config's own trainer.default_root_dir (one per config: exp/synth for
+# config.yaml, exp/synth-mix for mix.yaml), so `make train` and `asr fit --config` agree.
+EXP := $(or $(shell sed -n 's/^  default_root_dir: *//p' $(CONFIG) 2>/dev/null),exp/$(RECIPE))
 # INIT=default (the shipped model), or a model file or checkpoint: fine-tune from it.
 INIT ?=
 FIT_ARGS = $(if $(INIT),--model.init_from $(if $(filter default,$(INIT)),$(DEFAULT_MODEL),$(INIT)))
@@ -97,7 +97,7 @@ $(HUMAN_CUTS): | setup
 	$(BIN)/python -m recipes.uqm.prepare --out data/uqm
 
 train: prepare $(if $(findstring data/uqm,$(file < $(CONFIG))),$(HUMAN_CUTS)) ## train RECIPE with CONFIG in exp/RECIPE[-CONFIG] (resumes its last checkpoint; INIT=default fine-tunes the shipped model), then export
-	$(BIN)/asr fit --config $(CONFIG) --trainer.default_root_dir $(EXP) $(FIT_ARGS) \
+	$(BIN)/asr fit --config $(CONFIG) $(FIT_ARGS) \
 		$$([ -f $(EXP)/checkpoints/last.ckpt ] && echo --ckpt_path $(EXP)/checkpoints/last.ckpt)
 	$(MAKE) --no-print-directory export
 

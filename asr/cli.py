@@ -14,6 +14,7 @@ Lightning is imported only for the training subcommands, so transcription starts
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # `asr lm build --exclude`: shorter held-out sentences ("thank you", "goodbye captain") are
 # everyday phrases; leaving out every line that holds one would cut the LM, not a leak.
 EXCLUDE_MIN_WORDS = 3
+EXPORT_FORMATS = ("pt", "onnx")
 
 
 def lightning_cli(args: list[str] | None = None, language_model: bool = False):
@@ -43,6 +45,9 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
                     "checkpoint.mode": "min",
                     "checkpoint.save_last": True,
                     "checkpoint.filename": "best",
+                    # Always best.ckpt (never best-v1.ckpt): `asr export` and the Makefile read it,
+                    # and a fresh run never starts in a folder that holds another (before_fit).
+                    "checkpoint.enable_version_counter": False,
                 }
             )
             parser.link_arguments(
@@ -51,6 +56,15 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
                 compute_fn=lambda d: str(Path(d) / "checkpoints"),
             )
             parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir")
+
+        def before_fit(self):
+            config = self.config[self.subcommand]
+            folder = Path(config.checkpoint.dirpath)
+            if config.ckpt_path is None and any(folder.glob("*.ckpt")):
+                raise ValueError(
+                    f"{folder} holds the checkpoints of an earlier run: resume it with --ckpt_path "
+                    f"{folder / 'last.ckpt'}, or start a new run in another --trainer.default_root_dir"
+                )
 
         def before_instantiate_classes(self):
             trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
@@ -96,17 +110,38 @@ def _fail(message: str) -> None:
     print(f"asr: error: {message}", file=sys.stderr)
 
 
-def _load_model(path: str, precision: str = "fp32"):
+def is_input_error(err: BaseException) -> bool:
+    """Whether ``err`` reports a problem with what the user gave (a one-line message), rather
+    than a bug (which keeps its traceback): the project's own checks raise ValueError and
+    FileNotFoundError with a message naming the file and the problem, so an error of those
+    types counts as the user's when it was raised in the project's own code. The same type
+    raised inside torch or numpy (a shape error, say) is a bug."""
+    from json import JSONDecodeError
+
+    from asr.model import ModelFileError
+
+    if isinstance(err, ModelFileError | JSONDecodeError):  # a JSON error is always the file's
+        return True
+    if not isinstance(err, ValueError | FileNotFoundError):
+        return False
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    package = Path(__file__).resolve().parent
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(package)
+
+
+def _load_model(args):
     from asr.model import load_model
 
-    return load_model(path, precision=precision)
+    return load_model(args.model, device=args.device, precision=getattr(args, "precision", "fp32"))
 
 
 def transcribe_command(args) -> int:
     from asr.audio import SAMPLE_RATE, AudioError, load_audio
     from asr.writers import format_results
 
-    model = _load_model(args.model, args.precision)
+    model = _load_model(args)
     loaded, failed = [], 0
     for path in args.files:
         try:
@@ -132,7 +167,7 @@ def transcribe_command(args) -> int:
 def stream_command(args) -> int:
     from asr.streaming import stream_file
 
-    model = _load_model(args.model)
+    model = _load_model(args)
     options = _decoding_options(args, model)
     started, shown = time.perf_counter(), None
     for heard, result in stream_file(model, args.file, args.chunk_ms / 1000, options):
@@ -149,7 +184,7 @@ def evaluate_command(args) -> int:
     from asr.data import read_cuts
     from asr.evaluation import RECOGNIZERS, evaluate, model_recognizer, table
 
-    model = _load_model(args.model, args.precision)
+    model = _load_model(args)
     ours = [_decoding_options(args, model, method) for method in dict.fromkeys(args.decoder or [None])]
     recognizers = {f"asr {options.name}": model_recognizer(model, options) for options in ours}
     recognizers.update({name: RECOGNIZERS[name]() for name in args.compare})
@@ -175,12 +210,25 @@ def evaluate_command(args) -> int:
     return 0
 
 
+def export_format(output: str, format: str | None) -> str:
+    """The format of ``asr export``'s OUTPUT: load_model tells an ONNX graph by its ``.onnx``
+    suffix, so the suffix and ``--format`` must agree."""
+    onnx = Path(output).suffix == ".onnx"
+    if format is None:
+        return "onnx" if onnx else "pt"
+    if onnx != (format == "onnx"):
+        wanted = "a name ending in .onnx" if format == "onnx" else "a name not ending in .onnx"
+        raise ValueError(f"{output}: --format {format} needs {wanted} (load_model tells ONNX by the suffix)")
+    return format
+
+
 def export_command(args) -> int:
     from asr.training import export_charlm, export_checkpoint
 
     if args.language_model:
         net = export_charlm(args.checkpoint, args.output)
     else:
+        args.format = export_format(args.output, args.format)
         net = export_checkpoint(args.checkpoint, args.output, args.format)
     kind = "character LM, " if args.language_model else f"{args.format}, "
     size = Path(args.output).stat().st_size / 1e6
@@ -215,11 +263,12 @@ def lm_tune_command(args) -> int:
     from lhotse import CutSet
 
     from asr.data import read_cuts
-    from asr.decoding import DecodingOptions, write_beam_defaults
+    from asr.decoding import DecodingOptions, beam_defaults, write_beam_defaults
     from asr.evaluation import tune_beam
-    from asr.model import DEFAULT_MODEL
 
-    model = _load_model(args.model)
+    if args.save and not args.model:
+        raise ValueError("--save stores the beam search beside a model: name it with --model")
+    model = _load_model(args)
     # The first N cuts of each manifest, scored together.
     parts = [read_cuts(m).subset(first=args.first) if args.first else read_cuts(m) for m in args.manifests]
     cuts = CutSet.from_cuts(cut for part in parts for cut in part)
@@ -229,6 +278,8 @@ def lm_tune_command(args) -> int:
         method="beam", beam_size=args.beam_size, beam_size_token=args.beam_size_token,
         beam_threshold=args.beam_threshold, lm=args.lm, charlm=args.charlm, rescore_nbest=args.rescore_nbest,
     )  # fmt: skip
+    if args.save:
+        beam_defaults(args.model, base)  # the LMs sit beside the model: checked before the grid runs
     # A weight without its LM changes nothing: it keeps its default, and the grid stays small.
     lm_weights = args.lm_weights if args.lm else [base.lm_weight]
     charlm_weights = args.charlm_weights if args.charlm else [base.charlm_weight]
@@ -253,7 +304,7 @@ def lm_tune_command(args) -> int:
     sets = ", ".join(args.manifests)
     print(f"best: {flags} (WER {100 * result.wer:.2f} %, {len(result.ids)} utterances of {sets})")
     if args.save:
-        path = write_beam_defaults(args.model or DEFAULT_MODEL, options)
+        path = write_beam_defaults(args.model, options)
         print(f"{path}: 'asr transcribe' now decodes with this LM and these weights with this model")
     return 0
 
@@ -321,8 +372,9 @@ def _lm_parser(sub) -> None:
     p.add_argument(
         "--save",
         action="store_true",
-        help="store the best as the model's beam search (<model>.decoding.json)",
+        help="store the best as the --model's beam search (<model>.decoding.json)",
     )
+    _add_runtime_arguments(p, precision=False)
     p.set_defaults(run=lm_tune_command)
 
     p = lm_sub.add_parser("export", help="character LM training checkpoint -> LM file")
@@ -401,17 +453,25 @@ def _decoding_options(args, model, method: str | None = None):
     return replace(base, **{key: value for key, value in given.items() if value is not None})
 
 
-def _add_precision_argument(p: argparse.ArgumentParser) -> None:
+def _add_runtime_arguments(p: argparse.ArgumentParser, precision: bool = True) -> None:
     from asr.model import PRECISIONS
 
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: for GPUs and CPUs with native bf16 (avx512_bf16, AMX)")  # fmt: skip
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N, or auto (default: a GPU when there is one)")  # fmt: skip
+    if precision:
+        p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="bf16: for GPUs and CPUs with native bf16 (avx512_bf16, AMX)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
     from asr.writers import FORMATS
 
     parser = argparse.ArgumentParser(prog="asr", description="Recurrent CTC speech recognition.")
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="show the traceback of every error (also: ASR_DEBUG=1); by default an error in the "
+        "input is one line",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see 'asr {name} --help')", add_help=False)
@@ -421,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file written by 'asr export' (default: asr/models/default.pt)")
     p.add_argument("--format", choices=FORMATS, default="txt")
     p.add_argument("--output-dir", help="write <name>.<format> per input here instead of stdout")
-    _add_precision_argument(p)
+    _add_runtime_arguments(p)
     _add_decoding_arguments(p)
     p.set_defaults(run=transcribe_command)
 
@@ -432,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--realtime", action="store_true", help="feed chunks at the pace of speech, as a live source"
     )
+    _add_runtime_arguments(p, precision=False)
     _add_decoding_arguments(p)
     p.set_defaults(run=stream_command)
 
@@ -447,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--show", action="store_true", help="also print every utterance's reference and hypothesis"
     )
-    _add_precision_argument(p)
+    _add_runtime_arguments(p)
     _add_decoding_arguments(p, several=True)
     p.set_defaults(run=evaluate_command)
 
@@ -455,8 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a training checkpoint, or a model file to convert")
     p.add_argument("output")
     p.add_argument(
-        "--format", choices=["pt", "onnx"], default="pt",
-        help="pt: model file for torch (default); onnx: a graph for ONNX Runtime (load_model reads both)",
+        "--format", choices=EXPORT_FORMATS,
+        help="pt: model file for torch; onnx: a graph for ONNX Runtime (load_model reads both, telling "
+        "them by the suffix); default: onnx for OUTPUT.onnx, else pt",
     )  # fmt: skip
     p.set_defaults(run=export_command, language_model=False)
     _lm_parser(sub)
@@ -466,18 +528,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``asr`` command; ``argv`` defaults to the command line."""
     words = sys.argv[1:] if argv is None else argv
-    if words and words[0] in LIGHTNING_COMMANDS:
-        lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
-        return 0
-    if words[:1] == ["lm"] and words[1:2] and words[1] in LIGHTNING_COMMANDS:
-        lightning_cli(words[1:], language_model=True)
-        return 0
-    args = build_parser().parse_args(words)
-    from asr.model import ModelFileError
-
+    debug = bool(os.environ.get("ASR_DEBUG"))
     try:
+        if words and words[0] in LIGHTNING_COMMANDS:
+            lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
+            return 0
+        if words[:1] == ["lm"] and words[1:2] and words[1] in LIGHTNING_COMMANDS:
+            lightning_cli(words[1:], language_model=True)
+            return 0
+        args = build_parser().parse_args(words)
+        debug = debug or args.debug
         return args.run(args)
-    except (ModelFileError, FileNotFoundError, ValueError) as err:
+    except Exception as err:
+        if debug or not is_input_error(err):
+            raise
         _fail(str(err))
         return 1
 

@@ -320,6 +320,14 @@ def read_beam_defaults(model_path) -> DecodingOptions | None:
 
 def write_beam_defaults(model_path, options: DecodingOptions) -> Path:
     """Store ``options`` as the beam search of a model file; its LMs must sit beside the model."""
+    settings = beam_defaults(model_path, options)
+    path = beam_defaults_path(model_path)
+    return write_atomically(path, lambda partial: partial.write_text(json.dumps(settings, indent=2) + "\n"))
+
+
+def beam_defaults(model_path, options: DecodingOptions) -> dict:
+    """The settings :func:`write_beam_defaults` stores, LMs named relative to the model; a
+    ValueError if an LM does not sit beside the model (checkable before a long tuning run)."""
     path = beam_defaults_path(model_path)
     settings = asdict(options)
     for key in LM_FILES:
@@ -331,4 +339,4 @@ def write_beam_defaults(model_path, options: DecodingOptions) -> Path:
                 )
             settings[key] = lm.name
     del settings["method"], settings["nbest"]
-    return write_atomically(path, lambda partial: partial.write_text(json.dumps(settings, indent=2) + "\n"))
+    return settings

@@ -10,6 +10,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import asdict
 from itertools import islice
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -23,7 +24,7 @@ from asr.audio import SAMPLE_RATE
 from asr.charlm import IGNORE, CharLM, CharLMConfig, save_charlm
 from asr.decoding import greedy_decode
 from asr.features import NO_AUGMENT, Augment
-from asr.model import ModelConfig, RecurrentCTC, is_model_file, load_model, save_model
+from asr.model import ModelConfig, ModelFileError, RecurrentCTC, is_model_file, load_model, save_model
 from asr.text import normalize_text
 
 
@@ -335,8 +336,13 @@ class CharLMTraining(L.LightningModule):
 
 def _network_of(checkpoint, config_class, network_class) -> nn.Module:
     """The network (``net.*`` weights) of a training checkpoint, rebuilt from its hyperparameters."""
-    # weights_only=False: a checkpoint of one's own training run holds pickled hyperparameters.
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not Path(checkpoint).is_file():
+        raise ModelFileError(f"{checkpoint}: no such checkpoint")
+    try:
+        # weights_only=False: a checkpoint of one's own training run holds pickled hyperparameters.
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ModelFileError(f"{checkpoint}: not a training checkpoint ({type(err).__name__})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{checkpoint}: not a training checkpoint (no state_dict)")
     config = ckpt.get("hyper_parameters", {}).get("net") or config_class()

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,38 @@ def test_fit_writes_checkpoints_and_metrics(trained):
     assert list(trained["root"].glob("lightning_logs/version_*/metrics.csv"))
 
 
+def test_a_fresh_run_refuses_a_folder_holding_another_and_a_resumed_one_keeps_best_ckpt(
+    trained, corpus, capsys, tmp_path
+):
+    root = shutil.copytree(trained["root"], tmp_path / "run")
+    checkpoints = root / "checkpoints"
+    before = {p.name: p.read_bytes() for p in checkpoints.glob("*.ckpt")}
+    fresh = _fit_args(corpus, root, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3")
+    assert main(fresh) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("asr: error: ") and str(checkpoints) in err and "--ckpt_path" in err
+    assert {p.name: p.read_bytes() for p in checkpoints.glob("*.ckpt")} == before  # nothing touched
+
+    resume = ["--ckpt_path", str(checkpoints / "last.ckpt"), "--trainer.max_epochs", "2"]
+    assert main(_fit_args(corpus, root, "--trainer.limit_train_batches", "3", *resume)) == 0
+    assert sorted(p.name for p in checkpoints.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+
+
+def test_make_trains_each_config_in_the_folder_the_config_names():
+    import yaml
+
+    repo = Path(SMOKE_CONFIG).parents[2]
+    roots = {}
+    for config in sorted(repo.glob("recipes/*/*.yaml")):
+        root = yaml.safe_load(config.read_text())["trainer"]["default_root_dir"]
+        assert root not in roots.values(), f"{config} shares its run folder with another config"
+        roots[config] = root
+        make = ["make", "-n", "--no-print-directory", "export", f"RECIPE={config.parent.name}"]
+        make.append(f"CONFIG={config}")
+        out = subprocess.run(make, cwd=repo, capture_output=True, text=True, check=True).stdout
+        assert f"{root}/checkpoints/best.ckpt {root}/model.pt" in out, out
+
+
 def test_exported_model_matches_the_checkpoint(trained, speech_wav):
     model = load_model(trained["model"])
     state = torch.load(trained["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
@@ -109,6 +142,50 @@ def test_evaluate_prints_a_table_beside_pocketsphinx_and_writes_hypotheses(train
 def test_export_of_a_missing_checkpoint_fails_cleanly(tmp_path):
     out = run_asr("export", str(tmp_path / "nope.ckpt"), str(tmp_path / "m.pt"))
     assert out.returncode == 1 and "Traceback" not in out.stderr and "nope.ckpt" in out.stderr
+
+
+def _bug(*args):
+    # A genuine bug: torch refuses a shape inside the program, not in anything the user gave.
+    torch.zeros(2, 3).view(4, 5)
+
+
+def _input_error(*args):
+    from asr.features import Augment
+
+    Augment(warp=2.0)  # the package's own check of a value the user gave
+
+
+@pytest.mark.parametrize("debug", [None, "--debug", "ASR_DEBUG"])
+def test_a_bug_keeps_its_traceback_and_an_input_error_is_one_line_unless_debugging(
+    monkeypatch, capsys, debug
+):
+    if debug == "ASR_DEBUG":
+        monkeypatch.setenv("ASR_DEBUG", "1")
+    flags = ["--debug"] if debug == "--debug" else []
+    monkeypatch.setattr(cli, "lm_sample_command", _bug)
+    with pytest.raises(RuntimeError, match="shape"):
+        main([*flags, "lm", "sample", "--model", "m.lm"])
+
+    monkeypatch.setattr(cli, "lm_sample_command", _input_error)
+    if debug:
+        with pytest.raises(ValueError, match="augment.warp"):
+            main([*flags, "lm", "sample", "--model", "m.lm"])
+    else:
+        assert main(["lm", "sample", "--model", "m.lm"]) == 1
+        assert capsys.readouterr().err == "asr: error: augment.warp must be in [0, 1), got 2.0\n"
+
+
+def test_only_the_packages_own_value_errors_are_input_errors():
+    with pytest.raises(ValueError) as inside_numpy:
+        np.zeros(3).reshape(2, 2)
+    with pytest.raises(ValueError) as outside_the_package:
+        raise ValueError("raised by a caller")
+    with pytest.raises(ValueError) as the_packages_check:
+        _input_error()
+
+    assert not cli.is_input_error(inside_numpy.value)
+    assert not cli.is_input_error(outside_the_package.value)
+    assert cli.is_input_error(the_packages_check.value)
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +335,47 @@ def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(
     out = run_asr("evaluate", corpus["test"], "--model", str(model), "--decoder", "beam", "--no-lm")
     assert out.returncode == 0, out.stderr
     assert "| test | asr beam 32 |" in out.stdout  # --no-lm: the plain beam search
+
+
+def test_lm_tune_save_needs_a_model_and_an_lm_beside_it_before_the_grid_runs(
+    trained, corpus, tmp_path, monkeypatch, capsys
+):
+    from asr import decoding
+
+    monkeypatch.setattr(decoding, "write_beam_defaults", _bug)  # nothing may be written
+    monkeypatch.setattr("asr.evaluation.tune_beam", _bug)  # nor the grid start
+    (tmp_path / "lm.arpa").write_text("\\data\\\n")  # never read: the check comes first
+    tune = ["lm", "tune", corpus["dev"], "--lm", str(tmp_path / "lm.arpa"), "--save"]
+    assert main(tune) == 1
+    assert "--save stores the beam search beside a model: name it with --model" in capsys.readouterr().err
+    assert main([*tune, "--model", str(trained["model"])]) == 1  # the LM is not beside that model
+    assert "put the LM beside the model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "written"),
+    [("m.pt", None, "pt"), ("m.onnx", None, "onnx"), ("m.pt", "pt", "pt"), ("m.onnx", "onnx", "onnx"),
+     ("m.onnx", "pt", None), ("m.pt", "onnx", None)],
+)  # fmt: skip
+def test_export_takes_the_format_from_the_suffix_and_refuses_a_contradiction(name, fmt, written):
+    if written:
+        assert cli.export_format(name, fmt) == written
+    else:
+        with pytest.raises(ValueError, match=f"{name}: --format {fmt} needs"):
+            cli.export_format(name, fmt)
+
+
+def test_models_load_on_the_device_asked_for(untrained_model_file, speech_wav, monkeypatch, capsys):
+    from asr.model import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert main(["transcribe", speech_wav, "--model", untrained_model_file, "--device", "cuda"]) == 1
+    assert capsys.readouterr().err == "asr: error: device cuda: this machine has 0 CUDA devices\n"
+    assert main(["transcribe", speech_wav, "--model", untrained_model_file, "--device", "tpu"]) == 1
+    assert "device must be auto, cpu, cuda or cuda:N, got 'tpu'" in capsys.readouterr().err
+    assert main(["transcribe", speech_wav, "--model", untrained_model_file, "--device", "cpu"]) == 0
 
 
 def test_transcribe_in_bf16(untrained_model_file, speech_wav, capsys):

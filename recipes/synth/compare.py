@@ -14,6 +14,7 @@ interrupted comparison resumes), and the Markdown table of all of them is printe
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Timer
@@ -53,6 +54,7 @@ VARIANTS = {
 def run_variant(name: str, steps: int, dev_cuts: int) -> dict:
     """Train one variant for ``steps`` updates and score it; returns its row of the table."""
     run_dir = OUT / name.replace(", ", "-").replace(" ", "-")
+    shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted variant starts over (it is short)
     overrides = {**REFERENCE, **VARIANTS[name]}
     args = ["fit", "--config", CONFIG, "--trainer.default_root_dir", str(run_dir)]
     args += [f"--{key}={value}" for key, value in overrides.items()]
