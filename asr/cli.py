@@ -138,30 +138,45 @@ def _load_model(args):
 
 
 def transcribe_command(args) -> int:
-    from asr.audio import SAMPLE_RATE, AudioError, load_audio
+    from asr.audio import AudioError
+    from asr.files import write_atomically
+    from asr.inference import transcribe_files
     from asr.writers import format_results
 
+    if not args.output_dir and args.format in ("srt", "vtt") and len(args.files) > 1:
+        raise ValueError(f"{args.format} holds the subtitles of one input; give one file or --output-dir")
+    targets = output_paths(args.files, args.output_dir, args.format) if args.output_dir else {}
     model = _load_model(args)
-    loaded, failed = [], 0
-    for path in args.files:
-        try:
-            loaded.append((path, load_audio(path)))
-        except AudioError as err:
-            _fail(str(err))
-            failed += 1
     options = _decoding_options(args, model)
-    results = model.transcribe_batch([a for _, a in loaded], SAMPLE_RATE, options) if loaded else []
-    pairs = [(path, r) for (path, _), r in zip(loaded, results, strict=True)]
-    if args.output_dir:
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for path, result in pairs:
-            (out / f"{Path(path).stem}.{args.format}").write_text(
-                format_results([(path, result)], args.format)
-            )
-    elif pairs:
+    pairs, failed = [], 0
+    for path, result in transcribe_files(model, args.files, options):  # a group of files at a time
+        if isinstance(result, AudioError):
+            _fail(str(result))
+            failed += 1
+        elif targets:
+            text = format_results([(path, result)], args.format)
+            targets[path].parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(targets[path], lambda partial, text=text: partial.write_text(text))
+        else:
+            pairs.append((path, result))
+    if pairs:
         sys.stdout.write(format_results(pairs, args.format))
     return 1 if failed else 0
+
+
+def output_paths(files: list[str], out_dir: str, fmt: str) -> dict[str, Path]:
+    """Where ``asr transcribe --output-dir`` writes each input's transcript: the inputs' folders
+    below their common folder are kept (``a/clip.wav``, ``b/clip.wav`` -> ``OUT/a/clip.txt``,
+    ``OUT/b/clip.txt``); two inputs that would still share a name are refused before any work."""
+    parents = [Path(f).resolve().parent for f in files]
+    root = Path(os.path.commonpath(parents))
+    targets, source = {}, {}
+    for file, parent in zip(files, parents, strict=True):
+        target = Path(out_dir) / parent.relative_to(root) / f"{Path(file).stem}.{fmt}"
+        if target in source:
+            raise ValueError(f"{source[target]} and {file} would both be written to {target}")
+        targets[file], source[target] = target, file
+    return targets
 
 
 def stream_command(args) -> int:
@@ -188,14 +203,20 @@ def evaluate_command(args) -> int:
     ours = [_decoding_options(args, model, method) for method in dict.fromkeys(args.decoder or [None])]
     recognizers = {f"asr {options.name}": model_recognizer(model, options) for options in ours}
     recognizers.update({name: RECOGNIZERS[name]() for name in args.compare})
-    rows = []
+    rows, failed = [], 0
     for manifest in args.manifests:
         cuts = read_cuts(manifest)
         name = Path(manifest).name.removesuffix(".gz").removesuffix(".jsonl").removeprefix("cuts_")
-        for recognizer, recognize in recognizers.items():
+        for k, (recognizer, recognize) in enumerate(recognizers.items()):
             result = evaluate(recognize, cuts, model.config.alphabet)
+            for cut_id, problem in result.failed if k == 0 else []:  # once per manifest
+                _fail(f"{manifest}: cut {cut_id}: {problem}")
+            failed += len(result.failed) if k == 0 else 0
             if not result.ids:
-                _fail(f"{manifest}: the manifest holds no cuts")
+                _fail(
+                    f"{manifest}: "
+                    + ("none of its cuts could be read" if result.failed else "the manifest holds no cuts")
+                )
                 return 1
             print(f"{manifest} ({recognizer}): {result.summary()}", file=sys.stderr)
             if args.show:
@@ -207,7 +228,7 @@ def evaluate_command(args) -> int:
             result.write(output)
             rows.append((name, recognizer, result))
     print(table(rows))
-    return 0
+    return 1 if failed else 0
 
 
 def export_format(output: str, format: str | None) -> str:

@@ -35,6 +35,7 @@ class Evaluation:
     hyps: list[str] = field(default_factory=list)
     audio_seconds: float = 0.0
     elapsed: float = 0.0  # wall seconds inside the recognizer (audio loading excluded)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (cut id, problem): not scored
 
     @property
     def wer(self) -> float:
@@ -50,9 +51,10 @@ class Evaluation:
         return self.audio_seconds / max(self.elapsed, 1e-9)
 
     def summary(self) -> str:
+        skipped = f" ({len(self.failed)} unreadable cuts skipped)" if self.failed else ""
         return (
-            f"{len(self.ids)} utterances, {self.audio_seconds / 60:.1f} min, WER {100 * self.wer:.2f} %, "
-            f"CER {100 * self.cer:.2f} %, {self.speed:.0f}x real time"
+            f"{len(self.ids)} utterances{skipped}, {self.audio_seconds / 60:.1f} min, "
+            f"WER {100 * self.wer:.2f} %, CER {100 * self.cer:.2f} %, {self.speed:.0f}x real time"
         )
 
     def listing(self) -> str:
@@ -76,11 +78,22 @@ def evaluate(
 ) -> Evaluation:
     """Run ``recognize`` over ``cuts`` (resampled to 16 kHz, downmixed) in batches and score it.
 
-    References are the cuts' supervision texts normalised to ``alphabet``.
+    References are the cuts' supervision texts normalised to ``alphabet``. A cut whose audio
+    cannot be read (missing, damaged) is not scored: it goes to ``failed`` with the problem, and
+    the others are scored.
     """
     result = Evaluation()
-    for chunk in _chunks(cuts.resample(SAMPLE_RATE), batch_size):
-        audio = [cut.load_audio().mean(axis=0) for cut in chunk]
+    for cuts_read in _chunks(cuts.resample(SAMPLE_RATE), batch_size):
+        chunk, audio = [], []
+        for cut in cuts_read:
+            try:
+                audio.append(cut.load_audio().mean(axis=0))
+            except Exception as err:  # lhotse and the audio backends raise many kinds
+                result.failed.append((cut.id, f"{type(err).__name__}: {err}"))
+            else:
+                chunk.append(cut)
+        if not chunk:
+            continue
         started = time.perf_counter()
         hyps = recognize(audio)
         result.elapsed += time.perf_counter() - started

@@ -5,14 +5,14 @@ These functions are bound onto the model as ``model.transcribe`` and
 """
 
 import ctypes
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import torch
 
-from asr.audio import SAMPLE_RATE, load_audio
+from asr.audio import SAMPLE_RATE, AudioError, load_audio
 from asr.decoding import BeamSearch, DecodingOptions, Transcription, Word, greedy_decode
 from asr.segment import split_at_pauses
 from asr.text import CharTokenizer
@@ -35,7 +35,8 @@ def transcribe_batch(
     audios: list,
     sample_rate: int | None = None,
     options: DecodingOptions | None = None,
-) -> list[Transcription]:
+    return_exceptions: bool = False,
+) -> list[Transcription | AudioError]:
     """Transcribe several inputs (paths, numpy arrays or tensors) of any length, batched by length.
 
     Inputs longer than :data:`asr.segment.MAX_PIECE_SECONDS` are cut at pauses
@@ -47,12 +48,60 @@ def transcribe_batch(
         sample_rate: rate of array inputs (files carry their own).
         options: how to decode; by default :func:`default_options`: the beam search the
             model was tuned with (``model.beam_options``) when it has one, else greedy.
+        return_exceptions: an input that cannot be read gets its :class:`~asr.audio.AudioError`
+            in its place in the list, and the others are transcribed (as ``asyncio.gather``).
 
     Raises:
-        asr.audio.AudioError: an input cannot be read (the message names it).
+        asr.audio.AudioError: an input cannot be read (the message names it), unless
+            ``return_exceptions``.
     """
+    waves, failed = [], {}
+    for i, audio in enumerate(audios):
+        try:
+            waves.append(torch.from_numpy(load_audio(audio, sample_rate)))
+        except AudioError as err:
+            if not return_exceptions:
+                raise
+            failed[i] = err
+    results = iter(_transcribe_waves(model, waves, options))
+    return [failed[i] if i in failed else next(results) for i in range(len(audios))]
+
+
+def transcribe_files(
+    model: "RecurrentCTC", paths: Iterable, options: DecodingOptions | None = None
+) -> Iterator[tuple[object, Transcription | AudioError]]:
+    """``(path, transcription)`` of each file in order, or ``(path, AudioError)`` for one that
+    cannot be read. Files are read a group of about :data:`MAX_BATCH_SECONDS` of audio at a
+    time, so memory holds one group whatever the number of files."""
+    group, seconds = [], 0.0
+    for path in paths:
+        try:
+            wave = load_audio(path)
+        except AudioError as err:
+            wave = err
+        else:
+            seconds += len(wave) / SAMPLE_RATE
+        group.append((path, wave))
+        if seconds >= MAX_BATCH_SECONDS:
+            yield from _transcribe_group(model, group, options)
+            group, seconds = [], 0.0
+    yield from _transcribe_group(model, group, options)
+
+
+def _transcribe_group(model, group: list, options) -> Iterator[tuple[object, Transcription | AudioError]]:
+    waves = [torch.from_numpy(wave) for _, wave in group if not isinstance(wave, AudioError)]
+    results = iter(_transcribe_waves(model, waves, options))
+    for path, wave in group:
+        yield path, wave if isinstance(wave, AudioError) else next(results)
+
+
+def _transcribe_waves(
+    model: "RecurrentCTC", waves: list[torch.Tensor], options: DecodingOptions | None
+) -> list[Transcription]:
+    """The transcription of each 16 kHz waveform (:func:`transcribe_batch`)."""
+    if not waves:
+        return []
     decode = get_decoder(options or default_options(model), model.config.alphabet, model.config.frame_shift)
-    waves = [torch.from_numpy(load_audio(a, sample_rate)) for a in audios]
     # Inputs longer than MAX_PIECE_SECONDS are cut at pauses; the pieces of all inputs share
     # batches, and each piece's word times are shifted by where it starts.
     pieces = [(i, start, end) for i, wave in enumerate(waves) for start, end in split_at_pauses(wave)]

@@ -240,6 +240,39 @@ def test_transcribe_writes_files_per_input(untrained_model_file, speech_wav, tmp
         assert written.splitlines()[0] == first_line
 
 
+def test_transcripts_of_same_named_inputs_in_different_folders_do_not_overwrite_each_other(
+    untrained_model_file, speech_wav, tmp_path
+):
+    for folder in ("a", "b/c"):
+        (tmp_path / folder).mkdir(parents=True)
+        shutil.copy(speech_wav, tmp_path / folder / "clip.wav")
+    out = tmp_path / "out"
+    files = [str(tmp_path / "a" / "clip.wav"), str(tmp_path / "b" / "c" / "clip.wav")]
+    assert main(["transcribe", "--model", untrained_model_file, "--output-dir", str(out), *files]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.txt")) == ["a/clip.txt", "b/c/clip.txt"]
+
+    shutil.copy(speech_wav, tmp_path / "a" / "clip.flac")  # same folder, same stem: refused first
+    with pytest.raises(ValueError, match="clip.wav and .*clip.flac would both be written to"):
+        cli.output_paths([files[0], str(tmp_path / "a" / "clip.flac")], str(out), "txt")
+
+
+def test_evaluate_scores_the_readable_cuts_and_names_the_others(trained, corpus, tmp_path, capsys):
+    from asr.data import read_cuts
+
+    cuts = read_cuts(corpus["test"]).to_eager()
+    broken = cuts[1].id
+    source = cuts[1].recording.sources[0]
+    source.source = str(tmp_path / "gone.flac")
+    cuts.to_file(tmp_path / "cuts_test.jsonl.gz")
+    args = ["evaluate", "--model", str(trained["model"]), str(tmp_path / "cuts_test.jsonl.gz")]
+    assert main([*args, "--decoder", "greedy", "beam", "--output-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr()
+    assert err.err.count(f"cut {broken}:") == 1 and "gone.flac" in err.err
+    assert "| test | asr greedy | 3 |" in err.out and "| test | asr beam" in err.out
+    hyps = (tmp_path / "cuts_test.greedy.hyps.jsonl").read_text().splitlines()
+    assert len(hyps) == 3 and broken not in "".join(hyps)
+
+
 @pytest.mark.parametrize("content", [b"not a model", b""], ids=["text", "empty"])
 def test_transcribe_with_a_file_that_is_not_a_model(tmp_path, speech_wav, content):
     model = tmp_path / "model.pt"

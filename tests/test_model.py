@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import asr.audio
 import asr.model
 from asr.model import ModelConfig, ModelFileError, RecurrentCTC, load_model, reverse_padded, save_model
 from tests.conftest import TINY
@@ -137,6 +138,40 @@ def test_transcribe_batch_matches_single_and_restores_training_mode(untrained_mo
     assert [r.text for r in batch] == [r.text for r in single]
     assert batch[1].duration == 0.25
     assert model.training
+
+
+def test_transcribe_batch_returns_the_error_of_a_bad_input_in_its_place(
+    untrained_model_file, speech_wav, tmp_path
+):
+    from asr.audio import AudioError
+
+    model = load_model(untrained_model_file)
+    missing = str(tmp_path / "missing.wav")
+    with pytest.raises(AudioError, match="missing.wav"):
+        model.transcribe_batch([speech_wav, missing])
+    good, bad, again = model.transcribe_batch([speech_wav, missing, speech_wav], return_exceptions=True)
+    assert isinstance(bad, AudioError) and missing in str(bad)
+    assert good.text == again.text == model.transcribe(speech_wav).text
+
+
+def test_files_are_read_a_group_at_a_time(untrained_model_file, speech_wav, tmp_path, monkeypatch):
+    from asr import inference
+    from asr.audio import AudioError
+
+    model = load_model(untrained_model_file)
+    reads = []
+    monkeypatch.setattr(
+        inference, "load_audio", lambda path: reads.append(path) or asr.audio.load_audio(path)
+    )
+    monkeypatch.setattr(inference, "MAX_BATCH_SECONDS", 1.0)  # the clip is longer: one file per group
+    missing = str(tmp_path / "missing.wav")
+    results = inference.transcribe_files(model, iter([speech_wav, missing, speech_wav, speech_wav]))
+    path, first = next(results)
+    assert (path, len(reads)) == (speech_wav, 1)  # the other files are not read yet
+    rest = list(results)
+    assert [p for p, _ in rest] == [missing, speech_wav, speech_wav]
+    assert isinstance(rest[0][1], AudioError)
+    assert [r.text for _, r in rest[1:]] == [first.text] * 2
 
 
 def test_beam_transcribe_batch_matches_one_by_one_across_pieces(untrained_model_file):
