@@ -6,7 +6,6 @@ this file only says how one step is computed and measured.
 """
 
 import math
-import pickle
 from collections.abc import Callable
 from dataclasses import asdict
 from itertools import islice
@@ -16,6 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
@@ -114,6 +114,9 @@ class CTCTraining(L.LightningModule):
             feature statistics start this run (fine-tuning); its network must be the one
             ``net`` describes (dropout aside). A resumed run takes its weights from the
             checkpoint it resumes instead.
+        max_skipped: the largest share of a training batch whose CTC loss may be left out
+            (a text longer than its audio can carry, or a loss that is not finite) before
+            training stops with an error naming them; fewer are counted (``train_skipped``).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class CTCTraining(L.LightningModule):
         augment: Augment | None = Augment(),  # noqa: B008 (frozen: a shared default is safe)
         stats_batches: int = 50,
         init_from: str | None = None,
+        max_skipped: float = 0.25,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
@@ -133,7 +137,8 @@ class CTCTraining(L.LightningModule):
         self.net.frontend.augment = augment or NO_AUGMENT
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
-        self.ctc = nn.CTCLoss(blank=self.net.tokenizer.blank_id, zero_infinity=True)
+        # Per utterance, so that the ones CTC cannot align are counted, not silently zeroed.
+        self.ctc = nn.CTCLoss(blank=self.net.tokenizer.blank_id, reduction="none", zero_infinity=True)
         # Over all validation (test) sets together; logged at the end of each epoch.
         self.metrics = nn.ModuleDict(
             {
@@ -170,19 +175,43 @@ class CTCTraining(L.LightningModule):
             f"from {int(self.net.frontend.frames_seen)} frames"
         )
 
-    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's CTC loss (the mean over its utterances of each one's loss per target
+        token, as ``reduction="mean"``), log-probabilities, output lengths, and which
+        utterances were left out: CTC cannot align them (fewer frames than the text needs)
+        or their loss is not finite."""
         logits, lens = self.net(batch["audio"], batch["audio_lens"])  # (B, T, V), (B,)
         targets = [torch.tensor(self.net.tokenizer.encode(t), dtype=torch.long) for t in batch["texts"]]
         target_lens = torch.tensor([len(t) for t in targets])
         # CTC in fp32 even under bf16 autocast: its sums of log-probabilities lose too much in bf16.
         with torch.autocast(self.device.type, enabled=False):
             log_probs = logits.float().log_softmax(-1)
-            loss = self.ctc(log_probs.transpose(0, 1), torch.cat(targets), lens, target_lens)
-        return loss, log_probs, lens
+            losses = self.ctc(log_probs.transpose(0, 1), torch.cat(targets), lens, target_lens)
+        # A repeated character needs a blank between its two frames.
+        needed = torch.tensor([len(t) + int((t[1:] == t[:-1]).sum()) for t in targets])
+        skipped = (lens.cpu() < needed) | ~torch.isfinite(losses.detach()).cpu()
+        kept = (~skipped).to(losses.device)
+        per_token = losses / target_lens.clamp(min=1).to(losses.device)
+        loss = per_token[kept].mean() if kept.any() else (log_probs * 0).sum()  # a zero with a graph
+        return loss, log_probs, lens, skipped
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _, _ = self._loss(batch)
+        loss, _, _, skipped = self._loss(batch)
         batch_size = len(batch["texts"])
+        if skipped.any():
+            ids = [i for i, s in zip(batch["ids"], skipped.tolist(), strict=True) if s]
+            if len(ids) > self.hparams.max_skipped * batch_size:
+                raise ValueError(
+                    f"{len(ids)} of the {batch_size} utterances of a training batch have a text longer "
+                    f"than their audio can carry under CTC, or a loss that is not finite (more than "
+                    f"model.max_skipped {self.hparams.max_skipped:g}): {', '.join(ids[:5])}; check "
+                    "their texts and durations in the manifest"
+                )
+            rank_zero_warn(f"CTC loss left out for {', '.join(ids[:5])} (counted in train_skipped)")
+        self.log(
+            "train_skipped", skipped.sum().float(), reduce_fx="sum", on_step=False, on_epoch=True,
+            batch_size=batch_size,
+        )  # fmt: skip
         self.log("train_loss", loss, prog_bar=True, batch_size=batch_size)
         self.log(
             "train_audio_seconds",
@@ -195,7 +224,7 @@ class CTCTraining(L.LightningModule):
         return loss
 
     def _evaluate(self, batch: dict, split: str, dataloader_idx: int) -> None:
-        loss, log_probs, lens = self._loss(batch)
+        loss, log_probs, lens, _ = self._loss(batch)
         hyps = self.decode(log_probs, lens)
         refs = [normalize_text(t, self.net.config.alphabet) for t in batch["texts"]]
         self.metrics[f"{split}_loss"].update(loss, weight=len(refs))
@@ -262,8 +291,10 @@ def initial_weights(path, config: ModelConfig) -> dict[str, torch.Tensor]:
     else:
         try:
             net = _network_of(path, ModelConfig, RecurrentCTC)
-        except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
-            raise ValueError(f"init_from {path}: not a model file or training checkpoint ({err})") from None
+        except (ModelFileError, RuntimeError) as err:  # unreadable, or weights of another network
+            reason = str(err).removeprefix(f"{path}: ")
+            message = f"init_from {path}: not a model file or training checkpoint ({reason})"
+            raise ValueError(message) from None
     theirs, ours = asdict(net.config), asdict(config)
     differ = [
         f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if k != "dropout" and theirs[k] != ours[k]

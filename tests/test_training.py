@@ -93,6 +93,35 @@ def test_bf16_mixed_training_step_gives_finite_loss(corpus, tmp_path):
     assert torch.isfinite(trainer.callback_metrics["val_loss"])
 
 
+def test_utterances_ctc_cannot_align_are_counted_and_too_many_stop_training():
+    torch.manual_seed(0)
+    module = CTCTraining(dataclasses.replace(TINY, subsampling=2), augment=None, max_skipped=0.5).eval()
+    audio = torch.randn(3, 8100) * 0.1
+    batch = {"audio": audio, "audio_lens": torch.full((3,), 8100), "ids": ["ok", "long", "repeats"]}
+    frames = int(module.net(audio[:1], batch["audio_lens"][:1])[1])
+    assert frames % 2 == 1  # k letters "a" need 2k - 1 frames (a blank between each two)
+    k = (frames + 1) // 2
+    # Fewer letters than frames but one more repeat than fits; then exactly as many as fit.
+    batch["texts"] = ["hello", "a" * (k + 1), "a" * k]
+    loss, _, _, skipped = module._loss(batch)
+    assert skipped.tolist() == [False, True, False]
+    expected = torch.nn.CTCLoss(blank=module.net.tokenizer.blank_id)(*_ctc_inputs(module, batch, [0, 2]))
+    torch.testing.assert_close(loss, expected)  # the mean over the others, per target token
+    assert torch.isfinite(loss)
+
+    batch["texts"] = ["hello", "a" * 30, "b" * 40]
+    with pytest.raises(ValueError, match=r"2 of the 3 utterances .*: long, repeats; check"):
+        module.training_step(batch, 0)
+
+
+def _ctc_inputs(module, batch, rows):
+    """What a plain mean-reduced CTC loss takes for ``rows`` of the batch alone."""
+    logits, lens = module.net(batch["audio"][rows], batch["audio_lens"][rows])
+    targets = [torch.tensor(module.net.tokenizer.encode(batch["texts"][r])) for r in rows]
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)
+    return log_probs, torch.cat(targets), lens, torch.tensor([len(t) for t in targets])
+
+
 def test_model_learns_twenty_utterances(corpus, tmp_path):
     """The whole chain learns: the model overfits 20 clips to a low character error rate."""
     torch.manual_seed(0)
