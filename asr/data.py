@@ -7,6 +7,8 @@ batch's cuts to a DataLoader worker, which reads and resamples the audio there.
 
 import random
 import warnings
+from collections.abc import Callable
+from copy import deepcopy
 from itertools import islice
 from pathlib import Path
 
@@ -52,23 +54,27 @@ class CutBatches(torch.utils.data.Dataset):
         self.speeds = [1.0, *(speed_perturb or [])]
         self.band_limit = list(band_limit or [])
         self.band_limit_p = band_limit_p
-        self.rng = random.Random(seed)
+        self.seed = seed
 
-    def _audio(self, cut) -> np.ndarray:
+    def _audio(self, cut, rng: random.Random) -> np.ndarray:
         """(S,) samples of ``cut`` at 16 kHz, at a drawn speed, band-limited when drawn."""
-        speed = self.rng.choice(self.speeds)
+        speed = rng.choice(self.speeds)
         samples = load_audio(cut.load_audio(), cut.sampling_rate * speed)
-        if self.band_limit and self.rng.random() < self.band_limit_p:
-            rate = self.rng.choice(self.band_limit)
+        if self.band_limit and rng.random() < self.band_limit_p:
+            rate = rng.choice(self.band_limit)
             narrow = soxr.resample(samples, SAMPLE_RATE, rate)
             samples = soxr.resample(narrow, rate, SAMPLE_RATE)[: len(samples)]
         return samples
 
     def __getitem__(self, cuts: CutSet) -> dict:
+        # Draws seeded by the batch itself: DataLoader workers (each a copy of this object) do
+        # not repeat each other's draws, and a batch gets the same ones whichever worker reads
+        # it, in a resumed run too.
+        rng = random.Random(f"{self.seed}:" + ":".join(cut.id for cut in cuts))
         audio, texts, ids = [], [], []
         for cut in cuts:
             try:
-                audio.append(torch.from_numpy(self._audio(cut)))
+                audio.append(torch.from_numpy(self._audio(cut, rng)))
             except Exception as err:  # a damaged clip must not end the run
                 warnings.warn(f"{cut.id}: audio left out of the batch ({err})", stacklevel=2)
                 continue
@@ -81,6 +87,31 @@ class CutBatches(torch.utils.data.Dataset):
             "texts": texts,
             "ids": ids,
         }
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """A DataLoader over a lhotse sampler whose place in the epoch goes into checkpoints
+    (Lightning saves and restores loaders that have ``state_dict``): a resumed run goes on
+    with the batch after the last one trained on, neither repeating nor skipping any.
+
+    ``batches_done`` tells how many batches of the current epoch the training loop has
+    finished; the sampler itself runs ahead of that by the batches being prefetched.
+    """
+
+    def __init__(self, *args, batches_done: Callable[[], int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict:
+        state = self.sampler.state_dict()
+        done = self.batches_done()
+        epoch = state["diagnostics"]["stats_per_epoch"].get(self.sampler.epoch)
+        if epoch is not None:  # lhotse fast-forwards over the kept and discarded batches
+            epoch["kept_batches"], epoch["discarded_batches"] = done, 0
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(deepcopy(state))
 
 
 def read_cuts(path) -> CutSet:
@@ -175,17 +206,23 @@ class SpeechDataModule(L.LightningDataModule):
             )
         else:
             sampler = DynamicCutSampler(cuts, max_duration=hp.max_duration, shuffle=train, seed=hp.seed)
-        if train:
-            dataset = CutBatches(hp.speed_perturb, hp.seed, hp.band_limit, hp.band_limit_p)
-        else:
-            dataset = CutBatches(seed=hp.seed)
-        return torch.utils.data.DataLoader(
-            dataset,
-            sampler=sampler,
-            batch_size=None,  # the sampler yields whole batches
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-        )
+        loader = {
+            "sampler": sampler,
+            "batch_size": None,  # the sampler yields whole batches
+            "num_workers": hp.num_workers,
+            "persistent_workers": hp.num_workers > 0,
+        }
+        if not train:
+            return torch.utils.data.DataLoader(CutBatches(seed=hp.seed), **loader)
+        dataset = CutBatches(hp.speed_perturb, hp.seed, hp.band_limit, hp.band_limit_p)
+        return ResumableLoader(dataset, **loader, batches_done=self._batches_done)
+
+    def _batches_done(self) -> int:
+        """Training batches of the current epoch the model has been updated with (0 outside a
+        trainer); "processed", not "completed": a checkpoint saved in on_train_batch_end
+        holds the update of a batch not yet counted as completed."""
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer else 0
 
     def _manifests(self, stage: str) -> list[str]:
         manifests = _as_list(self.hparams[f"{stage}_cuts"])

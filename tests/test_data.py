@@ -1,5 +1,6 @@
 """Batches of training audio: rate, speed and band drawn per clip; damaged clips dropped."""
 
+import lightning as L
 import numpy as np
 import pytest
 import soundfile as sf
@@ -58,3 +59,55 @@ def test_set_names_are_short_and_distinct():
         "dev_human",
     ]
     assert set_names(["data/a/cuts_dev.jsonl.gz", "data/b/cuts_dev.jsonl"]) == ["a_dev", "b_dev"]
+
+
+def test_draws_follow_the_batch_not_the_worker_or_what_it_read_before(tmp_path):
+    cuts = [clip(tmp_path / f"{i}.wav", 11025) for i in range(12)]
+    first, second = CutSet.from_cuts(cuts[:6]), CutSet.from_cuts(cuts[6:])
+
+    def lengths(batches: CutBatches, batch: CutSet) -> list[int]:
+        return batches[batch]["audio_lens"].tolist()
+
+    worker_a, worker_b = (CutBatches([0.9, 1.1], band_limit=[8000], band_limit_p=0.5) for _ in range(2))
+    # Two workers (copies of one dataset) given different batches draw differently...
+    assert lengths(worker_a, first) != lengths(worker_b, second)
+    # ... and a batch gets the same draws whichever worker reads it, whatever it read before.
+    assert lengths(worker_a, second) == lengths(worker_b, second)
+
+
+class _SeenIds(L.Callback):
+    """Records the cut ids of every training batch; saves a checkpoint after ``save_after``
+    batches, as a run interrupted there would have left."""
+
+    def __init__(self, checkpoint=None, save_after: int = 0):
+        self.ids, self.checkpoint, self.save_after = [], checkpoint, save_after
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.ids.append(batch["ids"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.checkpoint and len(self.ids) == self.save_after:
+            trainer.save_checkpoint(self.checkpoint)
+
+
+def test_a_resumed_run_goes_on_with_the_next_batch_of_its_epoch(corpus, tmp_path):
+    from asr.data import SpeechDataModule
+    from asr.training import CTCTraining
+    from tests.conftest import TINY
+
+    def fit(seen: _SeenIds, ckpt_path=None) -> None:
+        trainer = L.Trainer(
+            default_root_dir=tmp_path, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, use_distributed_sampler=False, limit_val_batches=0, max_epochs=1,
+            callbacks=[seen],
+        )  # fmt: skip
+        data = SpeechDataModule(corpus["train"], corpus["dev"], max_duration=8, num_workers=0)
+        module = CTCTraining(TINY, augment=None, stats_batches=1)
+        trainer.fit(module, data, ckpt_path=ckpt_path, weights_only=False)  # its own checkpoint
+
+    whole = _SeenIds(tmp_path / "interrupted.ckpt", save_after=3)
+    fit(whole)
+    assert len(whole.ids) >= 5
+    resumed = _SeenIds()
+    fit(resumed, tmp_path / "interrupted.ckpt")
+    assert resumed.ids == whole.ids[3:]
