@@ -14,6 +14,7 @@ from torch import nn
 from asr.audio import SAMPLE_RATE
 
 LOG_FLOOR = 1e-6  # added before the log so silence gives a finite value (-13.8)
+DITHER_STEP = 1 / 32768  # one step of 16-bit audio: the least dither
 WARP_BOUNDARY = 0.85  # share of the band below Nyquist that VTLP scales; the rest is squeezed
 
 
@@ -33,6 +34,11 @@ class Augment:
             that a short clip keeps most of its frames (two 40-frame masks would hide 80 % of
             a 1 s clip).
         warp: VTLP factors are drawn uniformly from [1 - warp, 1 + warp]; 0 turns it off.
+        dither: the most white noise added to a training waveform (its standard deviation,
+            full scale 1.0), drawn per utterance on a log scale from 1/32768 (one 16-bit step,
+            Kaldi's dither) up to this; 0 turns it off. Synthetic speech is digitally silent
+            between words, where every recording has a noise floor: the log floor (LOG_FLOOR,
+            about the energy of one 16-bit step) is then all the model sees there.
     """
 
     freq_masks: int = 2
@@ -41,8 +47,11 @@ class Augment:
     time_mask_width: int = 40
     time_mask_ratio: float = 0.2
     warp: float = 0.0
+    dither: float = 0.0
 
     def __post_init__(self):
+        if not 0 <= self.dither < 1:
+            raise ValueError(f"augment.dither must be in [0, 1), got {self.dither}")
         if not 0 <= self.warp < 1:
             raise ValueError(f"augment.warp must be in [0, 1), got {self.warp}")
         if not 0 <= self.time_mask_ratio <= 1:
@@ -175,6 +184,8 @@ class LogMel(nn.Module):
         Padded frames are set to zero (the normalised mean) so they carry no signal.
         """
         augment = self.augment if self.training else NO_AUGMENT
+        if augment.dither:
+            audio = audio + _noise(audio, augment.dither) * _length_mask(audio_lens, audio.shape[1])
         warps = None
         if augment.warp:
             warps = 1 + augment.warp * (2 * torch.rand(audio.shape[0], device=audio.device) - 1)
@@ -188,6 +199,15 @@ class LogMel(nn.Module):
         if augment.time_masks or augment.freq_masks:
             feats = _spec_augment(feats, lens, augment)
         return feats, lens
+
+
+def _noise(audio: torch.Tensor, most: float) -> torch.Tensor:
+    """White noise shaped as ``audio`` (B, S), each utterance's level drawn log-uniformly
+    between one 16-bit step and ``most`` (when ``most`` is smaller, at ``most``)."""
+    least = min(DITHER_STEP, most)
+    draw = torch.rand(audio.shape[0], 1, device=audio.device)
+    level = least * (most / least) ** draw
+    return torch.randn_like(audio) * level
 
 
 def _utterance_mean(feats: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -288,7 +288,25 @@ def test_vtlp_changes_training_features_only():
     assert torch.equal(frontend.eval()(audio, lengths)[0], clean)
 
 
-@pytest.mark.parametrize("settings", [{"warp": 1.0}, {"warp": -0.1}, {"time_mask_ratio": 1.5}])
+def test_dither_gives_digital_silence_a_noise_floor_in_training_only():
+    frontend = LogMel(N_MELS, augment=Augment(freq_masks=0, time_masks=0, dither=1e-3))
+    silence = torch.zeros(3, SAMPLE_RATE)
+    lengths = torch.full((3,), SAMPLE_RATE)
+    floor, _ = frontend.eval()(silence, lengths)  # unnormalised: no statistics fitted
+    assert floor.std() < 1e-4  # every frame at the log floor: nothing a recording ever holds
+
+    torch.manual_seed(0)
+    feats, _ = frontend.train()(silence, lengths)
+    assert (feats > floor.max()).float().mean() > 0.9
+    # Each utterance its own level, between one 16-bit step and the most asked for.
+    levels = feats.mean(dim=(1, 2))
+    assert levels.max() - levels.min() > 0.5
+    assert torch.equal(frontend.eval()(silence, lengths)[0], floor)
+
+
+@pytest.mark.parametrize(
+    "settings", [{"warp": 1.0}, {"warp": -0.1}, {"time_mask_ratio": 1.5}, {"dither": -1e-3}, {"dither": 1.0}]
+)
 def test_augment_settings_out_of_range_are_refused(settings):
     with pytest.raises(ValueError, match="augment"):
         Augment(**settings)
