@@ -1,5 +1,8 @@
 """Batches of training audio: rate, speed and band drawn per clip; damaged clips dropped."""
 
+import json
+import re
+
 import lightning as L
 import numpy as np
 import pytest
@@ -111,3 +114,26 @@ def test_a_resumed_run_goes_on_with_the_next_batch_of_its_epoch(corpus, tmp_path
     resumed = _SeenIds()
     fit(resumed, tmp_path / "interrupted.ckpt")
     assert resumed.ids == whole.ids[3:]
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("{not json", "not a cut (JSONDecodeError"),
+        ('{"id": "r", "sources": [], "sampling_rate": 16000, "num_samples": 1, "duration": 1}',
+         "expected a cut, found a Recording"),
+        ('{"id": 7, "start": 0, "duration": 1, "channel": 0, "type": "MonoCut"}', "id is not a string: 7"),
+        ('{"id": "c", "start": 0, "duration": "long", "channel": 0, "type": "MonoCut"}', "no valid duration"),
+    ],
+)  # fmt: skip
+def test_a_bad_manifest_line_is_named_by_file_and_line(tmp_path, line, problem):
+    from asr.data import read_cuts
+
+    good = clip(tmp_path / "a.wav", 16000)
+    path = tmp_path / "cuts.jsonl"
+    path.write_text(json.dumps(good.to_dict()) + "\n\n" + line + "\n")
+    with pytest.raises(ValueError, match=rf"cuts.jsonl, line 3: .*{re.escape(problem)}"):
+        list(read_cuts(path))
+    path.write_bytes(b"\x1f\x8b truncated gzip")
+    with pytest.raises(ValueError, match="cuts.jsonl: not a readable manifest"):
+        read_cuts(path)
