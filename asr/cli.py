@@ -67,8 +67,13 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
                 )
 
         def before_instantiate_classes(self):
-            trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            trainer = config.trainer
             trainer.precision = training_precision(trainer.precision, trainer.accelerator)
+            # --ckpt_path is read with torch.load(weights_only=True): a checkpoint holds tensors
+            # and plain values, never code to run (asr.training allows its config classes).
+            if config.get("weights_only") is None and "weights_only" in config:
+                config.weights_only = True
 
     return CLI(
         CharLMTraining if language_model else CTCTraining,

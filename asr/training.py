@@ -100,6 +100,11 @@ def configure_schedule(module: L.LightningModule, optimizer, scheduler):
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+# Checkpoints of runs built in Python (not through `asr fit`, which stores plain dicts) hold
+# these in their hyperparameters: torch.load(weights_only=True) may rebuild them, nothing else.
+torch.serialization.add_safe_globals([ModelConfig, Augment, CharLMConfig])
+
+
 class CTCTraining(L.LightningModule):
     """Trains the network on batches from :class:`~asr.data.SpeechDataModule`.
 
@@ -370,10 +375,13 @@ def _network_of(checkpoint, config_class, network_class) -> nn.Module:
     if not Path(checkpoint).is_file():
         raise ModelFileError(f"{checkpoint}: no such checkpoint")
     try:
-        # weights_only=False: a checkpoint of one's own training run holds pickled hyperparameters.
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain values (and the config classes allowed above), never code.
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelFileError(f"{checkpoint}: not a training checkpoint ({type(err).__name__})") from None
+        raise ModelFileError(
+            f"{checkpoint}: not a training checkpoint, or one holding more than weights and settings "
+            f"({type(err).__name__})"
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{checkpoint}: not a training checkpoint (no state_dict)")
     config = ckpt.get("hyper_parameters", {}).get("net") or config_class()

@@ -414,3 +414,35 @@ def test_models_load_on_the_device_asked_for(untrained_model_file, speech_wav, m
 def test_transcribe_in_bf16(untrained_model_file, speech_wav, capsys):
     assert main(["transcribe", speech_wav, "--model", untrained_model_file, "--precision", "bf16"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1  # one file: its transcript alone
+
+
+class _RunsCode:
+    """Unpickling this creates a file: what a crafted model or checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_no_model_lm_or_checkpoint_file_can_run_code_when_loaded(corpus, tmp_path, monkeypatch):
+    from asr.charlm import load_charlm
+    from asr.training import CTCTraining, export_checkpoint
+    from tests.conftest import TINY
+
+    marker = tmp_path / "code-ran"
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"format": "asr-model", "state_dict": {}, "payload": _RunsCode(marker)}, crafted)
+    loaders = {
+        "model file": lambda: load_model(crafted),
+        "character LM file": lambda: load_charlm(crafted),
+        "checkpoint to export": lambda: export_checkpoint(crafted, tmp_path / "out.pt"),
+        "init_from": lambda: CTCTraining(TINY, init_from=str(crafted)),
+        "--ckpt_path": lambda: main(_fit_args(corpus, tmp_path / "run", "--ckpt_path", str(crafted))),
+    }
+    for name, load in loaders.items():
+        with pytest.raises(Exception) as refused:  # noqa: PT011 (each refuses in its own words)
+            load()
+        assert not marker.exists(), f"{name}: unpickling ran code"
+        assert "weights" in str(refused.value).lower() or "not a" in str(refused.value), (name, refused.value)

@@ -106,7 +106,7 @@ def test_a_resumed_run_goes_on_with_the_next_batch_of_its_epoch(corpus, tmp_path
         )  # fmt: skip
         data = SpeechDataModule(corpus["train"], corpus["dev"], max_duration=8, num_workers=0)
         module = CTCTraining(TINY, augment=None, stats_batches=1)
-        trainer.fit(module, data, ckpt_path=ckpt_path, weights_only=False)  # its own checkpoint
+        trainer.fit(module, data, ckpt_path=ckpt_path, weights_only=True)  # ModelConfig is allowed
 
     whole = _SeenIds(tmp_path / "interrupted.ckpt", save_after=3)
     fit(whole)
