@@ -42,7 +42,7 @@ APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us
 APT_NON_FREE := rhvoice rhvoice-english libttspico-utils libttspico-data festvox-rablpc16k festlex-oald \
 	mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 mbrola-de4
 
-.PHONY: help setup system test fuzz lint demo prepare train export ship eval bench clean
+.PHONY: help setup system test test-slow fuzz lint demo prepare train export ship eval bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ system: ## install the Debian packages (as root), or print the commands to run
 
 test: setup ## run the test suite (slow tests excluded: make test PYTEST_ARGS=-m\ slow)
 	$(BIN)/python -m pytest -q $(or $(PYTEST_ARGS),-m "not slow")
+
+test-slow: setup ## only the tests marked slow: long property tests, an hour-long file
+	$(BIN)/python -m pytest -q -m slow
 
 fuzz: setup ## the property tests with many examples (FUZZ_EXAMPLES=10000 each): bytes, text, manifests
 	$(BIN)/python -m pytest -q -m slow tests/test_fuzz.py
