@@ -17,6 +17,8 @@ def write_atomically(path, write: Callable[[Path], object]) -> Path:
     partial = path.with_name(f".partial-{path.name}")
     try:
         write(partial)
+        with open(partial, "rb+") as written:  # on disk before the rename makes it the file
+            os.fsync(written.fileno())
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -446,3 +446,27 @@ def test_no_model_lm_or_checkpoint_file_can_run_code_when_loaded(corpus, tmp_pat
             load()
         assert not marker.exists(), f"{name}: unpickling ran code"
         assert "weights" in str(refused.value).lower() or "not a" in str(refused.value), (name, refused.value)
+
+
+def test_a_killed_export_leaves_the_old_model_or_the_new_one_never_half_of_one(
+    trained, untrained_model_file, tmp_path
+):
+    import signal
+    import time
+
+    target = tmp_path / "model.pt"
+    export = [sys.executable, "-m", "asr.cli", "export", str(trained["checkpoint"]), str(target)]
+    started = time.perf_counter()
+    subprocess.run(export, check=True, capture_output=True)
+    duration = time.perf_counter() - started
+    new, old = target.read_bytes(), Path(untrained_model_file).read_bytes()
+    for share in (0.2, 0.5, 0.8, 0.9, 0.95):  # kill points through start-up, loading and writing
+        target.write_bytes(old)
+        process = subprocess.Popen(export, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(share * duration)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert target.read_bytes() in (old, new), f"killed at {share:.0%}: a model file half written"
+        load_model(target)
+    subprocess.run(export, check=True, capture_output=True)  # the rerun completes
+    assert target.read_bytes() == new
