@@ -98,8 +98,8 @@ class ResumableLoader(torch.utils.data.DataLoader):
     (Lightning saves and restores loaders that have ``state_dict``): a resumed run goes on
     with the batch after the last one trained on, neither repeating nor skipping any.
 
-    ``batches_done`` tells how many batches of the current epoch the training loop has
-    finished; the sampler itself runs ahead of that by the batches being prefetched.
+    ``batches_done`` tells how many batches of the current epoch the model has been trained
+    on; the sampler itself runs ahead of that by the batches being prefetched.
     """
 
     def __init__(self, *args, batches_done: Callable[[], int], **kwargs):
