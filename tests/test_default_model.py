@@ -38,17 +38,19 @@ def test_the_default_model_ships_with_its_card_and_fits_the_budget():
 
 
 def test_the_default_model_transcribes_the_demo_clips(model, demo_cuts):
-    # Bounds a little above the model card's test-set figures (greedy: WER 29.6 % on seen
-    # voices, CER 23.6 % on the unseen one; with its LM: WER 12.0 % on seen voices) and the
-    # demo's own (greedy 33.3 % on seen voices): a worse model or LM fails here.
+    # The seen voices' clips hold 24 words: the shipped model gets 8 wrong greedy (33 %) and 3
+    # with its beam search and LM (12.5 %); the unseen voice's CER is 21 %. Each bound leaves
+    # two words (or 10 characters) of margin, so a decoding quirk does not fail it, while a
+    # worse model or LM does.
     seen = demo_cuts.filter(lambda c: "unseen" not in c.id)
     greedy = evaluate(model_recognizer(model, DecodingOptions()), seen)
-    assert greedy.wer <= 0.38, greedy.listing()
+    words = sum(len(ref.split()) for ref in greedy.refs)
+    assert greedy.wer * words <= 10, greedy.listing()
     beam = evaluate(model_recognizer(model), seen)  # by default: its tuned beam search and LM
-    assert model.beam_options.lm and beam.wer <= 0.15, beam.listing()
+    assert model.beam_options.lm and beam.wer * words <= 5, beam.listing()
     unseen = demo_cuts.filter(lambda c: "unseen" in c.id)
     unseen = evaluate(model_recognizer(model, DecodingOptions()), unseen)
-    assert unseen.cer <= 0.34, unseen.listing()
+    assert unseen.cer <= 0.30, unseen.listing()
 
 
 def test_transcribe_needs_no_model_argument():
