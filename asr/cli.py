@@ -214,9 +214,10 @@ def evaluate_command(args) -> int:
         name = Path(manifest).name.removesuffix(".gz").removesuffix(".jsonl").removeprefix("cuts_")
         for k, (recognizer, recognize) in enumerate(recognizers.items()):
             result = evaluate(recognize, cuts, model.config.alphabet)
-            for cut_id, problem in result.failed if k == 0 else []:  # once per manifest
-                _fail(f"{manifest}: cut {cut_id}: {problem}")
-            failed += len(result.failed) if k == 0 else 0
+            if k == 0:  # a manifest's unreadable cuts are named once, not per recognizer
+                failed += len(result.failed)
+                for cut_id, problem in result.failed:
+                    _fail(f"{manifest}: cut {cut_id}: {problem}")
             if not result.ids:
                 _fail(
                     f"{manifest}: "

@@ -55,16 +55,12 @@ def transcribe_batch(
         asr.audio.AudioError: an input cannot be read (the message names it), unless
             ``return_exceptions``.
     """
-    waves, failed = [], {}
-    for i, audio in enumerate(audios):
-        try:
-            waves.append(torch.from_numpy(load_audio(audio, sample_rate)))
-        except AudioError as err:
-            if not return_exceptions:
-                raise
-            failed[i] = err
-    results = iter(_transcribe_waves(model, waves, options))
-    return [failed[i] if i in failed else next(results) for i in range(len(audios))]
+    group = [(audio, _read(audio, sample_rate)) for audio in audios]
+    if not return_exceptions:
+        for _, wave in group:
+            if isinstance(wave, AudioError):
+                raise wave
+    return [result for _, result in _transcribe_group(model, group, options)]
 
 
 def transcribe_files(
@@ -75,17 +71,22 @@ def transcribe_files(
     time, so memory holds one group whatever the number of files."""
     group, seconds = [], 0.0
     for path in paths:
-        try:
-            wave = load_audio(path)
-        except AudioError as err:
-            wave = err
-        else:
+        wave = _read(path)
+        if not isinstance(wave, AudioError):
             seconds += len(wave) / SAMPLE_RATE
         group.append((path, wave))
         if seconds >= MAX_BATCH_SECONDS:
             yield from _transcribe_group(model, group, options)
             group, seconds = [], 0.0
     yield from _transcribe_group(model, group, options)
+
+
+def _read(audio, sample_rate: int | None = None):
+    """The 16 kHz samples of ``audio``, or the AudioError that says why it cannot be read."""
+    try:
+        return load_audio(audio, sample_rate)
+    except AudioError as err:
+        return err
 
 
 def _transcribe_group(model, group: list, options) -> Iterator[tuple[object, Transcription | AudioError]]:

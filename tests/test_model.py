@@ -160,9 +160,8 @@ def test_files_are_read_a_group_at_a_time(untrained_model_file, speech_wav, tmp_
 
     model = load_model(untrained_model_file)
     reads = []
-    monkeypatch.setattr(
-        inference, "load_audio", lambda path: reads.append(path) or asr.audio.load_audio(path)
-    )
+    read = lambda path, rate=None: reads.append(path) or asr.audio.load_audio(path, rate)  # noqa: E731
+    monkeypatch.setattr(inference, "load_audio", read)
     monkeypatch.setattr(inference, "MAX_BATCH_SECONDS", 1.0)  # the clip is longer: one file per group
     missing = str(tmp_path / "missing.wav")
     results = inference.transcribe_files(model, iter([speech_wav, missing, speech_wav, speech_wav]))
