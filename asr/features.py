@@ -15,6 +15,7 @@ from asr.audio import SAMPLE_RATE
 
 LOG_FLOOR = 1e-6  # added before the log so silence gives a finite value (-13.8)
 DITHER_STEP = 1 / 32768  # one step of 16-bit audio: the least dither
+UTTERANCE_VARIANCE_FLOOR = 1e-4  # of a log-mel bin over one utterance (speech: about 1-10)
 WARP_BOUNDARY = 0.85  # share of the band below Nyquist that VTLP scales; the rest is squeezed
 
 
@@ -69,11 +70,13 @@ class LogMel(nn.Module):
         win_ms: analysis window length in milliseconds (25 ms = 400 samples at 16 kHz).
         hop_ms: frame shift in milliseconds (10 ms = 100 frames per second).
         augment: what training mode does to the features (SpecAugment by default).
-        utterance_mean: subtract each utterance's own mean frame (cepstral mean normalisation)
-            instead of the training set's. It removes what is constant over an utterance: the
-            channel's frequency response, the recording level and part of the speaker's
-            spectral envelope. A stream does not know its mean before it ends, so streaming
-            models use the global mean.
+        utterance_norm: "mean" subtracts each utterance's own mean frame (cepstral mean
+            normalisation) before the training set's statistics apply. It removes what is
+            constant over an utterance: the channel's frequency response, the recording level
+            and part of the speaker's spectral envelope. "meanvar" also divides each mel bin by
+            its standard deviation over the utterance (CMVN), which evens out how loud the
+            speech is against its background. None: the training set's statistics only. A
+            stream does not know its mean before it ends, so streaming models use None.
     """
 
     def __init__(
@@ -82,10 +85,12 @@ class LogMel(nn.Module):
         win_ms: float = 25.0,
         hop_ms: float = 10.0,
         augment: Augment | None = None,
-        utterance_mean: bool = False,
+        utterance_norm: str | None = None,
     ):
         super().__init__()
-        self.utterance_mean = utterance_mean
+        if utterance_norm not in (None, "mean", "meanvar"):
+            raise ValueError(f"utterance_norm must be None, 'mean' or 'meanvar', got {utterance_norm!r}")
+        self.utterance_norm = utterance_norm
         self.augment = augment or Augment()
         self.hop_length = round(SAMPLE_RATE * hop_ms / 1000)
         self.win_length = round(SAMPLE_RATE * win_ms / 1000)
@@ -101,7 +106,7 @@ class LogMel(nn.Module):
         # The mel filters' corner frequencies (HTK mel scale, as MelSpectrogram's), for VTLP.
         mels = torch.linspace(0.0, _hz_to_mel(SAMPLE_RATE / 2), n_mels + 2)
         self.register_buffer("filter_corners", 700.0 * (10 ** (mels / 2595.0) - 1.0), persistent=False)
-        # Statistics of the training set's log-mel frames (after utterance mean subtraction if
+        # Statistics of the training set's log-mel frames (after the utterance normalisation if
         # that is on); identity until fit_stats() runs.
         self.register_buffer("mean", torch.zeros(n_mels))
         self.register_buffer("std", torch.ones(n_mels))
@@ -165,8 +170,7 @@ class LogMel(nn.Module):
             feats = self.log_mel(audio.to(self.mean.device)).double()
             lens = self.num_frames(audio_lens.to(feats.device))
             mask = _length_mask(lens, feats.shape[1])
-            if self.utterance_mean:
-                feats = feats - _utterance_mean(feats, mask, lens)
+            feats = self._normalise_utterance(feats, mask, lens)
             real = feats[mask]  # (N, F)
             total += real.sum(0)
             total_sq += (real**2).sum(0)
@@ -192,13 +196,27 @@ class LogMel(nn.Module):
         feats = self.log_mel(audio, warps)
         lens = self.num_frames(audio_lens)
         mask = _length_mask(lens, feats.shape[1])
-        if self.utterance_mean:
-            feats = feats - _utterance_mean(feats, mask, lens)
-        feats = (feats - self.mean) / self.std
+        feats = (self._normalise_utterance(feats, mask, lens) - self.mean) / self.std
         feats = feats * mask.unsqueeze(-1)
         if augment.time_masks or augment.freq_masks:
             feats = _spec_augment(feats, lens, augment)
         return feats, lens
+
+    def _normalise_utterance(
+        self, feats: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, T, F) frames, (B, T) real-frame mask, (B,) frame counts -> the frames with each
+        utterance's own mean (and standard deviation) taken out, as ``utterance_norm`` says."""
+        if self.utterance_norm is None:
+            return feats
+        count = lengths.to(feats.dtype)[:, None, None]
+        weights = mask.unsqueeze(-1).to(feats.dtype)
+        centred = feats - (feats * weights).sum(1, keepdim=True) / count
+        if self.utterance_norm == "mean":
+            return centred
+        variance = (centred**2 * weights).sum(1, keepdim=True) / count
+        # A floor, so that a digitally silent clip (every frame at the log floor) stays finite.
+        return centred / variance.clamp_min(UTTERANCE_VARIANCE_FLOOR).sqrt()
 
 
 def _noise(audio: torch.Tensor, most: float) -> torch.Tensor:
@@ -208,12 +226,6 @@ def _noise(audio: torch.Tensor, most: float) -> torch.Tensor:
     draw = torch.rand(audio.shape[0], 1, device=audio.device)
     level = least * (most / least) ** draw
     return torch.randn_like(audio) * level
-
-
-def _utterance_mean(feats: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, T, F) frames, (B, T) real-frame mask, (B,) frame counts -> (B, 1, F) mean of each
-    utterance's real frames."""
-    return (feats * mask.unsqueeze(-1)).sum(1, keepdim=True) / lengths.to(feats.dtype)[:, None, None]
 
 
 def _spec_augment(feats: torch.Tensor, lengths: torch.Tensor, augment: Augment) -> torch.Tensor:

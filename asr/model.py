@@ -21,6 +21,8 @@ from asr.streaming import Stream
 from asr.text import DEFAULT_ALPHABET, CharTokenizer
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# ModelConfig.feature_norm -> LogMel's per-utterance normalisation
+FEATURE_NORMS = {"global": None, "utterance": "mean", "utterance_mvn": "meanvar"}
 
 
 @dataclass
@@ -30,11 +32,13 @@ class ModelConfig:
     n_mels: int = 80  # mel bins per 10 ms frame
     win_ms: float = 25.0  # analysis window
     hop_ms: float = 10.0  # frame shift
-    feature_norm: str = "global"  # global | utterance: whose mean the log-mel frames lose (LogMel)
+    # global | utterance | utterance_mvn: whose mean (and, with mvn, variance) the log-mel frames lose
+    feature_norm: str = "global"
     subsampling: int = 2  # time subsampling of the conv front end: 1, 2, 3 or 4
     conv_channels: int = 256  # width of the conv front end
     rnn_type: str = "lstm"  # lstm | gru | rnn (tanh)
     hidden_size: int = 256  # units per direction
+    proj_size: int = 0  # LSTM only: > 0 projects each direction's recurrent output to this size (LSTMP)
     num_layers: int = 3
     bidirectional: bool = True  # False for streaming
     dropout: float = 0.1  # between layers
@@ -43,10 +47,17 @@ class ModelConfig:
     def __post_init__(self):
         if self.subsampling not in (1, 2, 3, 4):
             raise ValueError(f"subsampling must be 1, 2, 3 or 4, got {self.subsampling}")
-        if self.feature_norm not in ("global", "utterance"):
-            raise ValueError(f"feature_norm must be 'global' or 'utterance', got {self.feature_norm!r}")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise ValueError(
+                f"feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}"
+            )
         if self.rnn_type not in RNN_TYPES:
             raise ValueError(f"rnn_type must be one of {sorted(RNN_TYPES)}, got {self.rnn_type!r}")
+        if self.proj_size and (self.rnn_type != "lstm" or not 0 < self.proj_size < self.hidden_size):
+            raise ValueError(
+                f"proj_size needs rnn_type lstm and 0 < proj_size < hidden_size ({self.hidden_size}), "
+                f"got {self.proj_size} with {self.rnn_type}"
+            )
 
     @property
     def frame_shift(self) -> float:
@@ -97,14 +108,20 @@ class RecurrentLayer(nn.Module):
     slower on CPU).
     """
 
-    def __init__(self, rnn_type: str, input_size: int, hidden_size: int, bidirectional: bool):
+    def __init__(
+        self, rnn_type: str, input_size: int, hidden_size: int, bidirectional: bool, proj_size: int = 0
+    ):
         super().__init__()
         rnn = RNN_TYPES[rnn_type]
-        self.forward_rnn = rnn(input_size, hidden_size, batch_first=True)
-        self.backward_rnn = rnn(input_size, hidden_size, batch_first=True) if bidirectional else None
+        options = {"proj_size": proj_size} if proj_size else {}
+        self.forward_rnn = rnn(input_size, hidden_size, batch_first=True, **options)
+        self.backward_rnn = (
+            rnn(input_size, hidden_size, batch_first=True, **options) if bidirectional else None
+        )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, D_in) -> (B, T, H) or (B, T, 2H) when bidirectional."""
+        """(B, T, D_in) -> (B, T, H) or (B, T, 2H) when bidirectional (H: the projection's size
+        with LSTMP)."""
         out, _ = self.forward_rnn(x)
         if self.backward_rnn is None:
             return out
@@ -120,13 +137,16 @@ class RecurrentCTC(nn.Module):
         self.config = config
         self.tokenizer = CharTokenizer(config.alphabet)
         self.frontend = LogMel(
-            config.n_mels, config.win_ms, config.hop_ms, utterance_mean=config.feature_norm == "utterance"
+            config.n_mels, config.win_ms, config.hop_ms, utterance_norm=FEATURE_NORMS[config.feature_norm]
         )
         self.subsample = ConvSubsampling(config.n_mels, config.conv_channels, config.subsampling)
         directions = 2 if config.bidirectional else 1
-        sizes = [config.conv_channels] + [directions * config.hidden_size] * config.num_layers
+        out_size = config.proj_size or config.hidden_size
+        sizes = [config.conv_channels] + [directions * out_size] * config.num_layers
         self.layers = nn.ModuleList(
-            RecurrentLayer(config.rnn_type, sizes[i], config.hidden_size, config.bidirectional)
+            RecurrentLayer(
+                config.rnn_type, sizes[i], config.hidden_size, config.bidirectional, config.proj_size
+            )
             for i in range(config.num_layers)
         )
         # LayerNorm + dropout after each layer: keeps deep stacks trainable at high LR.

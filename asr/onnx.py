@@ -59,6 +59,10 @@ def export_onnx(model: RecurrentCTC, path) -> Path:
     Inputs ``audio`` (B, S) float32 16 kHz and ``audio_lens`` (B,) int64; outputs ``logits``
     (B, T, V) and ``lens`` (B,). Weights are kept in float32.
     """
+    if model.config.proj_size:
+        raise ValueError(
+            "ONNX has no LSTM with a projection (model.net.proj_size); this model exports as .pt only"
+        )
     net = copy.deepcopy(model).float().cpu().eval()
     net.frontend.mel = FourierMel(net.frontend.mel)
     # Two utterances of different lengths, so the graph keeps batch and length symbolic.

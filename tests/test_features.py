@@ -30,9 +30,9 @@ def pad(samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch, lengths
 
 
-@pytest.fixture(params=[False, True], ids=["global-mean", "utterance-mean"])
+@pytest.fixture(params=[None, "mean", "meanvar"], ids=["global", "utterance-mean", "utterance-meanvar"])
 def frontend(request) -> LogMel:
-    return LogMel(n_mels=N_MELS, utterance_mean=request.param).eval()
+    return LogMel(n_mels=N_MELS, utterance_norm=request.param).eval()
 
 
 @pytest.mark.parametrize(
@@ -123,14 +123,31 @@ def test_fit_stats_normalises_real_frames_to_zero_mean_unit_std(frontend):
     torch.testing.assert_close(real.std(0, unbiased=False), torch.ones(N_MELS), atol=1e-4, rtol=0)
 
 
-def test_utterance_mean_removes_the_recording_level():
-    frontend = LogMel(n_mels=N_MELS, utterance_mean=True).eval()
+@pytest.mark.parametrize("norm", ["mean", "meanvar"])
+def test_utterance_norm_removes_the_recording_level(norm):
+    frontend = LogMel(n_mels=N_MELS, utterance_norm=norm).eval()
     audio, lengths = pad(waves(SAMPLE_RATE, 7000))
     loud, _ = frontend(audio * 4, lengths)
     quiet, frames = frontend(audio, lengths)
     torch.testing.assert_close(loud, quiet, atol=1e-3, rtol=0)
     for row, count in enumerate(frames.tolist()):  # each utterance's real frames: zero mean
         torch.testing.assert_close(quiet[row, :count].mean(0), torch.zeros(N_MELS), atol=1e-4, rtol=0)
+        spread = quiet[row, :count].std(0, unbiased=False)
+        if norm == "meanvar":  # ... and unit variance in every mel bin
+            torch.testing.assert_close(spread, torch.ones(N_MELS), atol=1e-3, rtol=0)
+        else:
+            assert (spread - 1).abs().max() > 0.05
+
+
+def test_utterance_variance_of_digital_silence_stays_finite():
+    frontend = LogMel(n_mels=N_MELS, utterance_norm="meanvar").eval()
+    feats, _ = frontend(torch.zeros(1, SAMPLE_RATE), torch.tensor([SAMPLE_RATE]))
+    assert torch.isfinite(feats).all() and feats.abs().max() < 1e-2  # rounding only
+
+
+def test_unknown_utterance_norm_is_refused():
+    with pytest.raises(ValueError, match="utterance_norm"):
+        LogMel(n_mels=N_MELS, utterance_norm="median")
 
 
 def test_fit_stats_counts_real_frames_only(frontend):
@@ -142,7 +159,7 @@ def test_fit_stats_counts_real_frames_only(frontend):
 
 def test_fit_stats_ignores_padding(frontend):
     utterances = waves(SAMPLE_RATE, 3000, 600, 100, seed=3)
-    unpadded = LogMel(n_mels=N_MELS, utterance_mean=frontend.utterance_mean)
+    unpadded = LogMel(n_mels=N_MELS, utterance_norm=frontend.utterance_norm)
     unpadded.fit_stats([(audio.unsqueeze(0), torch.tensor([len(audio)])) for audio in utterances])
 
     frontend.fit_stats([pad(utterances)])
@@ -213,8 +230,10 @@ def test_spec_augment_is_off_in_eval_mode(frontend):
 
     assert torch.equal(first, second)
     log_mel = frontend.log_mel(audio)
-    if frontend.utterance_mean:
+    if frontend.utterance_norm:
         log_mel = log_mel - log_mel.mean(1, keepdim=True)
+    if frontend.utterance_norm == "meanvar":
+        log_mel = log_mel / log_mel.std(1, unbiased=False, keepdim=True)
     torch.testing.assert_close(first, (log_mel - frontend.mean) / frontend.std)
 
 

@@ -41,6 +41,18 @@ def test_padding_does_not_change_results(rnn_type, bidirectional):
     torch.testing.assert_close(batched[1, : out_lens[1]], alone[0], atol=1e-5, rtol=1e-4)
 
 
+def test_lstmp_projects_each_direction_and_stays_exact_under_padding():
+    # LSTMP (Sak et al. 2014): the recurrence and the next layer see the projection, not the cell.
+    model = _model(hidden_size=32, proj_size=12)
+    assert model.head.in_features == 2 * 12
+    assert model.layers[0].forward_rnn.weight_hh_l0.shape == (4 * 32, 12)
+    audio, lens = torch.randn(2, 24000), torch.tensor([24000, 9000])
+    with torch.no_grad():
+        batched, out_lens = model(audio, lens)
+        alone, _ = model(audio[1:, :9000], lens[1:])
+    torch.testing.assert_close(batched[1, : out_lens[1]], alone[0], atol=1e-5, rtol=1e-4)
+
+
 def test_reverse_padded_keeps_padding_in_place():
     x = torch.arange(10.0).view(2, 5, 1)
     out = reverse_padded(x, torch.tensor([5, 3]))
@@ -52,11 +64,19 @@ def test_bidirectional_doubles_layer_width():
 
 
 @pytest.mark.parametrize(
-    "field, value", [("subsampling", 5), ("rnn_type", "transformer")], ids=["subsampling", "rnn_type"]
+    "fields, message",
+    [
+        ({"subsampling": 5}, "subsampling"),
+        ({"rnn_type": "transformer"}, "rnn_type"),
+        ({"feature_norm": "cepstral"}, "feature_norm"),
+        ({"rnn_type": "gru", "proj_size": 64}, "proj_size"),
+        ({"hidden_size": 64, "proj_size": 64}, "proj_size"),
+    ],
+    ids=["subsampling", "rnn_type", "feature_norm", "proj_size-gru", "proj_size-too-wide"],
 )
-def test_invalid_config_is_refused(field, value):
-    with pytest.raises(ValueError, match=field):
-        ModelConfig(**{field: value})
+def test_invalid_config_is_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**fields)
 
 
 def test_save_and_load_round_trip(tmp_path):

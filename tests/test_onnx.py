@@ -7,11 +7,15 @@ from asr.onnx import FourierMel, export_onnx
 from tests.conftest import TINY
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> str:
+@pytest.fixture(
+    scope="module",
+    params=[{}, {"feature_norm": "utterance_mvn"}],
+    ids=["global-norm", "utterance-mvn"],
+)
+def model_file(tmp_path_factory, request) -> str:
     """A model with random weights and set feature statistics (export refuses untrained ones)."""
     torch.manual_seed(0)
-    model = RecurrentCTC(ModelConfig(**{**TINY.__dict__, "subsampling": 3}))
+    model = RecurrentCTC(ModelConfig(**{**TINY.__dict__, "subsampling": 3, **request.param}))
     model.frontend.fit_stats([(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000]))])
     return str(save_model(model, tmp_path_factory.mktemp("model") / "model.pt"))
 
@@ -96,6 +100,15 @@ def test_export_refuses_a_model_without_feature_statistics(untrained_model_file,
     assert main(["export", untrained_model_file, str(tmp_path / "m.onnx"), "--format", "onnx"]) == 1
     assert "feature statistics were never computed" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_lstmp_export_is_refused_before_anything_is_written(tmp_path, capsys):
+    model = RecurrentCTC(ModelConfig(**{**TINY.__dict__, "proj_size": 16}))
+    model.frontend.fit_stats([(torch.randn(1, 16000) * 0.1, torch.tensor([16000]))])
+    path = save_model(model, tmp_path / "lstmp.pt")
+    assert main(["export", str(path), str(tmp_path / "lstmp.onnx")]) == 1
+    assert "projection" in capsys.readouterr().err
+    assert not (tmp_path / "lstmp.onnx").exists()
 
 
 def test_onnx_models_run_in_fp32_only(onnx_file):

@@ -35,9 +35,11 @@ def streamed(model, audio: np.ndarray, sizes: list[int]):
 
 
 @pytest.mark.parametrize("subsampling", [1, 2, 3, 4])
-@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
-def test_streamed_frames_equal_the_offline_ones(speech_wav, subsampling, rnn_type):
-    model = uni_model(subsampling=subsampling, rnn_type=rnn_type)
+@pytest.mark.parametrize(
+    "net", [{"rnn_type": "lstm"}, {"rnn_type": "gru"}, {"proj_size": 8}], ids=["lstm", "gru", "lstmp"]
+)
+def test_streamed_frames_equal_the_offline_ones(speech_wav, subsampling, net):
+    model = uni_model(subsampling=subsampling, **net)
     audio = load_audio(speech_wav)
     # Chunks of odd sizes: shorter than a window, a hop, or many frames.
     stream, _, final = streamed(model, audio, [37, 160, 401, 3200, 999])
