@@ -33,9 +33,10 @@ DECODERS ?= greedy beam
 # Passed to the recipe's prepare.py when set: CORPUS=/path/to/downloaded/corpus, SIZE=small.
 PREPARE_ARGS := $(if $(CORPUS),--corpus-dir $(CORPUS)) $(if $(SIZE),--size $(SIZE))
 # Debian packages the recipes and tests use: speech synthesizers and their voices, sentence
-# text (fortunes, the World English Bible, WordNet) and background music for augmentation.
+# text (fortunes, the World English Bible, WordNet) and background music for augmentation;
+# chromium: the browser the web page of `asr serve` is tested in (driven by Playwright).
 APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
-	fortunes fortunes-min sword-text-web libsword-utils wordnet-base asterisk-moh-opsound-wav
+	fortunes fortunes-min sword-text-web libsword-utils wordnet-base asterisk-moh-opsound-wav chromium
 # More voices from Debian's contrib and non-free sections (RHVoice, MBROLA, SVOX Pico, festival's
 # rab), installed through the project's own apt configuration (recipes/debian.py), which reaches
 # those sections without editing the machine's apt sources.

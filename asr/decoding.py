@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -194,6 +195,9 @@ class BeamSearch:
         from asr.charlm import CharLMScorer, load_charlm
 
         self.tokenizer, self.frame_shift, self.options = tokenizer, frame_shift, options
+        # The flashlight decoder keeps the search's state between its steps: one search at a
+        # time, when threads share it (asr serve's workers).
+        self.lock = threading.Lock()
         self.lexicon = bool(options.lexicon or options.lm)
         # The decoder's tokens in our id order: blank "-" and "|" for the space (its word separator).
         tokens = ["-", *("|" if t == " " else t for t in tokenizer.tokens[1:])]
@@ -218,7 +222,8 @@ class BeamSearch:
     def __call__(self, log_probs: torch.Tensor) -> list[list[Word]]:
         """(T, V) log-probabilities of one utterance -> up to ``nbest`` word sequences, best first."""
         log_probs = log_probs.float().contiguous()
-        hyps = self.decoder(log_probs[None])[0]
+        with self.lock:
+            hyps = self.decoder(log_probs[None])[0]
         # With a lexicon the decoder's words are the transcript: its tokens may run two words
         # together and end in an unfinished one.
         texts = [

@@ -109,7 +109,7 @@ def _transcribe_waves(
     found: list[list[Word]] = [[] for _ in pieces]
     for k, log_probs in log_probs_batch(model, [waves[i][start:end] for i, start, end in pieces]):
         offset = pieces[k][1] / SAMPLE_RATE
-        found[k] = [_shifted(w, offset) for w in decode(log_probs)]
+        found[k] = [shifted(w, offset) for w in decode(log_probs)]
     words: list[list[Word]] = [[] for _ in waves]
     for (i, _, _), piece_words in zip(pieces, found, strict=True):  # pieces are in time order
         words[i] += piece_words
@@ -119,7 +119,8 @@ def _transcribe_waves(
     ]
 
 
-def _shifted(word: Word, seconds: float) -> Word:
+def shifted(word: Word, seconds: float) -> Word:
+    """``word`` with its times moved ``seconds`` later (a piece's words, in its whole)."""
     if not seconds:
         return word
     return replace(word, start=round(word.start + seconds, 3), end=round(word.end + seconds, 3))

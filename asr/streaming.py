@@ -1,15 +1,20 @@
-"""Streaming recognition with a unidirectional model: audio chunks in, growing text out.
+"""Streaming recognition: audio chunks in, growing text out.
 
-    stream = model.stream()
+    stream = open_stream(model)         # or model.stream() for a unidirectional model
     for chunk in chunks:                # any sizes, as they arrive
         print(stream.feed(chunk).text)  # the partial transcript so far
-    print(stream.finish().text)         # final: the same as model.transcribe(whole audio)
+    print(stream.finish().text)         # final
 
-Every stage keeps exactly the state the offline forward pass would see, so the outputs are
-the same frames, not an approximation: the log-mel frames of complete windows, the inputs
-the two convolutions still need (they look 2 and ``subsampling`` frames ahead: with 3x
+:class:`Stream` (a unidirectional model with global feature normalisation) is exact: every
+stage keeps exactly the state the offline forward pass would see, so the outputs are the
+same frames, not an approximation: the log-mel frames of complete windows, the inputs the
+two convolutions still need (they look 2 and ``subsampling`` frames ahead: with 3x
 subsampling the text lags the audio by 50 ms plus the 25 ms window), and the hidden state
-of every RNN layer. A bidirectional model needs the whole utterance and cannot stream.
+of every RNN layer. The final text is the same as ``model.transcribe(whole audio)``.
+
+A bidirectional model needs the end of what it reads: :class:`WindowStream` re-decodes a
+bounded window of the latest audio at a fixed cadence, and decodes each stretch once more
+for the final text when it leaves the window.
 """
 
 import numpy as np
@@ -18,8 +23,19 @@ import torch
 from torch import nn
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.decoding import DecodingOptions, Transcription, greedy_decode
-from asr.inference import default_options, get_decoder
+from asr.decoding import DecodingOptions, Transcription, Word, greedy_decode
+from asr.inference import default_options, get_decoder, shifted
+
+GREEDY = DecodingOptions()
+
+
+def open_stream(model, sample_rate: int = SAMPLE_RATE, options: DecodingOptions | None = None):
+    """An exact :class:`Stream` when ``model`` can stream (unidirectional, global feature
+    normalisation), else a :class:`WindowStream`; ``stream.mode`` says which ("exact" or
+    "window")."""
+    if model.config.bidirectional or model.config.feature_norm != "global":
+        return WindowStream(model, sample_rate, options)
+    return Stream(model, sample_rate, options)
 
 
 class Stream:
@@ -31,6 +47,8 @@ class Stream:
         options: how :meth:`finish` decodes the whole utterance (partial results are greedy);
             by default the model's own (:func:`asr.inference.default_options`).
     """
+
+    mode = "exact"
 
     def __init__(self, model, sample_rate: int = SAMPLE_RATE, options: DecodingOptions | None = None):
         if model.config.bidirectional:
@@ -139,11 +157,111 @@ class Stream:
         return Transcription(" ".join(w.text for w in words), words, duration=round(self.seconds, 3))
 
 
+class WindowStream:
+    """One utterance recognized chunk by chunk by a model that cannot stream exactly (a
+    bidirectional one reads each utterance backwards too); made by :func:`open_stream`.
+
+    Partial results re-decode a bounded window: the audio since the last committed point,
+    greedy, each time ``cadence`` seconds of new audio have come. When the window holds
+    ``window`` seconds, the words that end before its last ``keep`` seconds are committed: the
+    stretch up to the pause after them is decoded once with the final ``options`` and leaves
+    memory. Each stretch of audio is thus decoded at most ``window / cadence`` times for
+    partial results and once for the final text, however long the stream; its words near a
+    window's end may still change until committed.
+
+    Args:
+        sample_rate: rate of the chunks to come (resampled to 16 kHz as a stream).
+        options: how committed stretches and the end are decoded (the final text); by
+            default the model's own (:func:`asr.inference.default_options`).
+    """
+
+    mode = "window"
+
+    def __init__(
+        self,
+        model,
+        sample_rate: int = SAMPLE_RATE,
+        options: DecodingOptions | None = None,
+        window: float = 10.0,
+        cadence: float = 1.0,
+        keep: float = 2.0,
+    ):
+        if not 0 < keep < window or cadence <= 0:
+            raise ValueError(f"need 0 < keep < window and cadence > 0, got {keep}, {window}, {cadence}")
+        self.model = model.eval()
+        self.options = options or default_options(model)
+        self.resampler = (
+            None if sample_rate == SAMPLE_RATE else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1)
+        )
+        self.window, self.cadence, self.keep = window, cadence, keep
+        self.audio = np.zeros(0, dtype=np.float32)  # 16 kHz samples since the committed point
+        self.offset = 0.0  # seconds committed (where self.audio starts)
+        self.committed: list[Word] = []  # final words of the committed stretches
+        self.latest: list[Word] = []  # the window's words at its last decoding
+        self.undecoded = 0  # samples come since that decoding
+        self.finished = False
+
+    @property
+    def seconds(self) -> float:
+        return self.offset + len(self.audio) / SAMPLE_RATE
+
+    def feed(self, chunk) -> Transcription:
+        """Add the next samples (mono, the stream's rate); return the text so far."""
+        if self.finished:
+            raise ValueError("this stream is finished; start another")
+        chunk = np.asarray(chunk.detach().cpu() if hasattr(chunk, "detach") else chunk, dtype=np.float32)
+        if chunk.ndim != 1:
+            raise ValueError(f"a stream takes mono chunks of shape (S,), got {chunk.shape}")
+        if self.resampler is not None:
+            chunk = self.resampler.resample_chunk(chunk)
+        self.audio = np.concatenate([self.audio, chunk])
+        self.undecoded += len(chunk)
+        if self.undecoded >= self.cadence * SAMPLE_RATE:
+            self.undecoded = 0
+            self.latest = self._decode(self.audio, GREEDY)
+            if len(self.audio) >= self.window * SAMPLE_RATE:
+                self._commit()
+        return self._transcription(self.committed + self.latest)
+
+    def finish(self) -> Transcription:
+        """End the utterance: decode what the window holds with the final options."""
+        if not self.finished:
+            if self.resampler is not None:
+                tail = self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+                self.audio = np.concatenate([self.audio, tail])
+            if len(self.audio):
+                self.committed += self._decode(self.audio, self.options)
+            self.offset, self.audio, self.latest = self.seconds, self.audio[:0], []
+            self.finished = True
+        return self._transcription(self.committed)
+
+    def _decode(self, audio: np.ndarray, options: DecodingOptions) -> list[Word]:
+        words = self.model.transcribe(audio, SAMPLE_RATE, options).words
+        return [shifted(w, self.offset) for w in words]
+
+    def _commit(self) -> None:
+        """Decode the window's start up to its last pause before the kept end, for good."""
+        end = self.seconds - self.keep
+        # The last gap between two words that starts before ``end``: cut in its middle.
+        cut = end
+        for before, after in zip(self.latest, self.latest[1:], strict=False):
+            if after.start <= end:
+                cut = (before.end + after.start) / 2
+        samples = max(1, round((cut - self.offset) * SAMPLE_RATE))
+        self.committed += self._decode(self.audio[:samples], self.options)
+        self.offset += samples / SAMPLE_RATE
+        self.audio = self.audio[samples:]
+        self.latest = [w for w in self.latest if w.start >= self.offset]
+
+    def _transcription(self, words: list[Word]) -> Transcription:
+        return Transcription(" ".join(w.text for w in words), list(words), duration=round(self.seconds, 3))
+
+
 def stream_file(model, path, chunk_seconds: float = 0.2, options: DecodingOptions | None = None):
-    """Feed a file to a stream in chunks of ``chunk_seconds``; yields ``(seconds heard,
-    partial transcription)`` after each chunk, then the final one."""
+    """Feed a file to a stream (:func:`open_stream`) in chunks of ``chunk_seconds``; yields
+    ``(seconds heard, partial transcription)`` after each chunk, then the final one."""
     audio = load_audio(path)
-    stream = Stream(model, SAMPLE_RATE, options)
+    stream = open_stream(model, SAMPLE_RATE, options)
     step = max(1, int(chunk_seconds * SAMPLE_RATE))
     for start in range(0, len(audio), step):
         yield (min(start + step, len(audio)) / SAMPLE_RATE, stream.feed(audio[start : start + step]))

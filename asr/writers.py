@@ -15,18 +15,18 @@ def _record(audio: str, result: Transcription) -> dict:
     return {"audio": audio, **asdict(result)}
 
 
-def _cues(words: list[Word]) -> list[list[Word]]:
+def cues(words: list[Word]) -> list[list[Word]]:
     """Group words into subtitle cues, breaking at pauses and at the size limits."""
-    cues: list[list[Word]] = []
+    grouped: list[list[Word]] = []
     for word in words:
-        if cues:
-            cue = cues[-1]
+        if grouped:
+            cue = grouped[-1]
             fits = len(cue) < MAX_CUE_WORDS and word.end - cue[0].start <= MAX_CUE_SECONDS
             if fits and word.start - cue[-1].end < CUE_PAUSE:
                 cue.append(word)
                 continue
-        cues.append([word])
-    return cues
+        grouped.append([word])
+    return grouped
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -36,7 +36,7 @@ def _timestamp(seconds: float, separator: str) -> str:
 
 def _subtitles(result: Transcription, vtt: bool) -> str:
     lines = ["WEBVTT", ""] if vtt else []
-    for n, cue in enumerate(_cues(result.words), start=1):
+    for n, cue in enumerate(cues(result.words), start=1):
         start, end = (_timestamp(t, "." if vtt else ",") for t in (cue[0].start, cue[-1].end))
         if not vtt:
             lines.append(str(n))

@@ -1,4 +1,5 @@
-"""asr/streaming.py: chunk by chunk, a unidirectional model gives exactly its offline output."""
+"""asr/streaming.py: chunk by chunk, a unidirectional model gives exactly its offline output;
+a bidirectional one re-decodes bounded windows."""
 
 from dataclasses import replace
 
@@ -7,7 +8,9 @@ import pytest
 import torch
 
 from asr.audio import SAMPLE_RATE, load_audio
+from asr.decoding import DecodingOptions
 from asr.model import RecurrentCTC, save_model
+from asr.streaming import Stream
 from tests.conftest import TINY
 
 
@@ -103,3 +106,63 @@ def test_stream_command_prints_growing_text_and_the_final_line(speech_wav, tmp_p
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[-1].startswith("final: ") and all(line.startswith("[") for line in lines[:-1])
+
+
+@pytest.fixture(scope="module")
+def sentences(speech_wav) -> np.ndarray:
+    """25 s of one sentence said 9 times, half a second of silence after each."""
+    audio = load_audio(speech_wav)
+    return np.concatenate([audio, np.zeros(SAMPLE_RATE // 2, dtype=np.float32)] * 9)
+
+
+def test_a_window_stream_decodes_bounded_windows_and_each_stretch_once_for_the_final_text(sentences):
+    from asr.model import load_model
+    from asr.streaming import GREEDY, WindowStream, open_stream
+
+    model = load_model()  # the shipped model: bidirectional
+    stream = open_stream(model, options=GREEDY)
+    assert isinstance(stream, WindowStream) and stream.mode == "window"
+    decoded = []  # (samples, final?) of every decoding
+    transcribe = model.transcribe
+
+    def counting(audio, sample_rate, options):
+        decoded.append((len(audio), options is stream.options and options is not GREEDY))
+        return transcribe(audio, sample_rate, options)
+
+    stream.options = DecodingOptions(method="greedy", beam_size=2)  # final: greedy, but its own object
+    model.transcribe = counting
+    try:
+        partials = [stream.feed(sentences[i : i + 3200]) for i in range(0, len(sentences), 3200)]
+        final = stream.finish()
+    finally:
+        del model.transcribe
+    window = (stream.window + stream.cadence) * SAMPLE_RATE
+    assert all(n <= window for n, _ in decoded), "no decoding reads more than one window"
+    assert sum(n for n, last in decoded if last) == len(sentences), (
+        "each sample decoded once for the final text"
+    )
+    assert sum(1 for _, last in decoded if last) >= 3, "committed stretches as the stream went"
+    # Cut in pauses, the stretches say what the whole clip says, but for the words whose
+    # spelling is a close call (each stretch's features lose its own mean).
+    from torchmetrics.functional.text import char_error_rate
+
+    offline = model.transcribe(sentences, SAMPLE_RATE, GREEDY).text
+    assert len(final.words) == len(offline.split()) and char_error_rate(final.text, offline) <= 0.05
+    assert final.duration == pytest.approx(len(sentences) / SAMPLE_RATE, abs=1e-3)
+    starts = [w.start for w in final.words]
+    assert starts == sorted(starts) and final.words[-1].end <= final.duration + 0.1
+    assert len(partials[-1].words) >= len(final.words) - 2  # partials keep up with the stream
+
+
+def test_a_finished_window_stream_takes_no_more():
+    from asr.streaming import WindowStream, open_stream
+
+    model = RecurrentCTC(TINY).eval()
+    stream = open_stream(model)
+    assert isinstance(stream, WindowStream)
+    assert isinstance(open_stream(uni_model()), Stream)
+    assert stream.finish().text == "" and stream.finish().duration == 0
+    with pytest.raises(ValueError, match="finished"):
+        stream.feed(np.zeros(160, dtype=np.float32))
+    with pytest.raises(ValueError, match="keep < window"):
+        WindowStream(model, window=2, keep=3)
