@@ -195,14 +195,19 @@ def tune_beam(
 
 def table(rows: list[tuple[str, str, Evaluation]], speed: str = "speed (x real time)") -> str:
     """Markdown table of (test set, recognizer, result) rows; ``speed`` heads the speed column."""
-    lines = [
-        f"| test set | recognizer | utterances | WER % | CER % | {speed} |",
-        "|---|---|---|---|---|---|",
-    ]
+    header, *body = ["| " + " | ".join(cells) + " |" for cells in table_cells(rows, speed)]
+    return "\n".join([header, "|---|---|---|---|---|---|", *body])
+
+
+def table_cells(
+    rows: list[tuple[str, str, Evaluation]], speed: str = "speed (x real time)"
+) -> list[list[str]]:
+    """The cells of :func:`table`, its header first: the HTML report shows the same numbers."""
+    cells = [["test set", "recognizer", "utterances", "WER %", "CER %", speed]]
     for name, recognizer, r in rows:
-        scores = f"{100 * r.wer:.2f} | {100 * r.cer:.2f} | {r.speed:.0f}"
-        lines.append(f"| {name} | {recognizer} | {len(r.ids)} | {scores} |")
-    return "\n".join(lines)
+        scores = [f"{100 * r.wer:.2f}", f"{100 * r.cer:.2f}", f"{r.speed:.0f}"]
+        cells.append([name, recognizer, str(len(r.ids)), *scores])
+    return cells
 
 
 def _reference(cut, alphabet: str) -> str:
