@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
@@ -24,8 +25,51 @@ from asr.audio import SAMPLE_RATE
 from asr.charlm import IGNORE, CharLM, CharLMConfig, save_charlm
 from asr.decoding import greedy_decode
 from asr.features import NO_AUGMENT, Augment
+from asr.files import write_atomically
 from asr.model import ModelConfig, ModelFileError, RecurrentCTC, is_model_file, load_model, save_model
 from asr.text import normalize_text
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their path, flushed and renamed over it
+    (:func:`asr.files.write_atomically`): a run killed while saving leaves the previous
+    ``last.ckpt``, never half of one. Lightning's own writer stages a local file in the
+    temporary folder and copies it over the target, which is not atomic when the two are on
+    different file systems, and leaves the staged copy behind when killed."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        write_atomically(path, lambda partial: torch.save(checkpoint, partial))
+
+
+class RandomState(L.Callback):
+    """Keeps torch's random generators' state in every checkpoint and restores it on resume,
+    so that dropout, SpecAugment, VTLP and dither draw after an interruption as they would
+    have without it (data order and speed perturbation follow the sampler's own state).
+
+    The state is set again just before the first batch after the resume: a checkpoint is
+    saved after a batch, and what runs in between on resume (a new data loader iterator
+    draws its seed) would otherwise shift every later draw.
+    """
+
+    def __init__(self):
+        self.resumed: dict | None = None
+
+    def state_dict(self) -> dict:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.resumed = state_dict
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.resumed is None:
+            return
+        state, self.resumed = self.resumed, None
+        torch.set_rng_state(state["cpu"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class WarmupLR(torch.optim.lr_scheduler.LambdaLR):

@@ -138,3 +138,26 @@ def test_an_hour_long_file_is_transcribed_in_pieces_timed_from_its_start(untrain
     result = load_model(untrained_model_file).transcribe(str(path))
     assert result.duration == 3600.0
     assert all(0 <= w.start <= w.end <= 3600.0 for w in result.words)
+
+
+def test_manifests_with_empty_or_non_ascii_text_are_scored_and_trained_on(
+    untrained_model_file, corpus, tmp_path
+):
+    from lhotse import CutSet
+
+    from asr.cli import main
+    from tests.test_cli import _fit_args
+
+    texts = ["", "Café naïve: Zoq-Fot-Pik, 日本!", "ÅNGSTRÖM 42"]
+    cuts = list(CutSet.from_file(corpus["train"]))[:3]
+    for cut, text in zip(cuts, texts, strict=True):
+        cut.supervisions[0].text = text
+    manifest = tmp_path / "cuts_odd.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(manifest)
+    out = tmp_path / "eval"
+    args = ["evaluate", str(manifest), "--model", untrained_model_file, "--decoder", "greedy"]
+    assert main([*args, "--output-dir", str(out)]) == 0
+    refs = [json.loads(line)["ref"] for line in next(out.glob("*.hyps.jsonl")).read_text().splitlines()]
+    assert refs == ["", "cafe naive zoq fot pik", "angstrom forty two"]
+    fit = _fit_args({"train": str(manifest), "dev": str(manifest), "test": str(manifest)}, tmp_path / "run")
+    assert main([*fit, "--trainer.fast_dev_run", "1", "--data.max_duration", "30"]) == 0

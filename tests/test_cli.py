@@ -470,3 +470,67 @@ def test_a_killed_export_leaves_the_old_model_or_the_new_one_never_half_of_one(
         load_model(target)
     subprocess.run(export, check=True, capture_output=True)  # the rerun completes
     assert target.read_bytes() == new
+
+
+def test_a_killed_fit_resumes_mid_epoch_and_ends_like_an_uninterrupted_run(corpus, tmp_path):
+    # `make train` reruns the same command, with --ckpt_path once last.ckpt exists. Checkpoints
+    # every update (rather than every 10 minutes) put the kill anywhere, saving included.
+    import csv
+    import signal
+    import time
+
+    steps = 24
+
+    def command(root: Path) -> list[str]:
+        last = root / "checkpoints" / "last.ckpt"
+        args = _fit_args(
+            corpus, root, "--data.max_duration", "6", "--trainer.max_steps", str(steps),
+            "--trainer.limit_val_batches", "0", "--checkpoint.monitor", "null",
+            "--autosave.train_time_interval", "null", "--autosave.every_n_train_steps", "1",
+        )  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "asr.cli",
+            *args,
+            *(["--ckpt_path", str(last)] if last.exists() else []),
+        ]
+
+    def state(root: Path) -> dict:
+        return torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+    def losses(root: Path) -> dict[int, float]:
+        rows = [
+            row
+            for log in sorted(root.glob("lightning_logs/version_*/metrics.csv"))
+            for row in csv.DictReader(log.open())
+        ]
+        return {int(row["step"]): float(row["train_loss"]) for row in rows if row.get("train_loss")}
+
+    whole = tmp_path / "whole"
+    subprocess.run(command(whole), check=True, capture_output=True)
+
+    run = tmp_path / "killed"
+    process = subprocess.Popen(command(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if (run / "checkpoints" / "last.ckpt").exists() and state(run)["global_step"] >= steps // 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = state(run)  # complete: written beside its path and renamed
+    batch = killed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
+    assert 0 < killed["global_step"] < steps and batch > 0, "killed mid-epoch, before the end"
+
+    subprocess.run(command(run), check=True, capture_output=True)  # the same command resumes
+    resumed, reference = state(run), state(whole)
+    assert resumed["global_step"] == reference["global_step"] == steps
+    # Same data order, random draws and LR schedule: the same weights and the same loss after
+    # the interruption, within float rounding.
+    for name, value in reference["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], value, rtol=1e-4, atol=1e-5)
+    after = [step for step in losses(whole) if step > killed["global_step"]]
+    assert after, "a loss logged after the interruption"
+    for step in after:
+        assert losses(run)[step] == pytest.approx(losses(whole)[step], rel=1e-4)

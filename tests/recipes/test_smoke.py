@@ -1,6 +1,7 @@
 """The smoke recipe: espeak-ng synthesis, fortune parsing and resumable corpus preparation."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,3 +156,43 @@ def test_main_reports_missing_espeak_without_traceback(tmp_path, monkeypatch, ca
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert "apt-get install espeak-ng" in err and "Traceback" not in err
+
+
+@needs_espeak
+@needs_fortunes
+def test_a_killed_preparation_leaves_only_whole_files_and_the_rerun_completes(tmp_path):
+    # `make prepare` killed at several points of its run, then run again in the same folder.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import soundfile as sf
+
+    def command(out):
+        counts = ["--num-train", "24", "--num-dev", "3", "--num-test", "3"]
+        return [sys.executable, "-m", "recipes.smoke.prepare", "--out", str(out), *counts]
+
+    started = time.perf_counter()
+    subprocess.run(command(tmp_path / "whole"), check=True, capture_output=True)
+    duration = time.perf_counter() - started
+    out = tmp_path / "killed"
+    for share in (0.3, 0.5, 0.7, 0.9):  # start-up, synthesis, the manifests
+        process = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(share * duration)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        for flac in out.glob("audio/*/*.flac"):  # every clip there decodes to its declared end
+            assert len(sf.read(flac)[0]) == sf.info(flac).frames > 0, flac
+        for manifest in out.glob("cuts_*.jsonl.gz"):  # every manifest there is whole
+            assert all(Path(c.recording.sources[0].source).exists() for c in CutSet.from_file(manifest))
+    subprocess.run(command(out), check=True, capture_output=True)
+    for split in SPLITS:
+        name = f"cuts_{split}.jsonl.gz"
+        killed, whole = CutSet.from_file(out / name), CutSet.from_file(tmp_path / "whole" / name)
+        assert [(c.id, c.supervisions[0].text) for c in killed] == [
+            (c.id, c.supervisions[0].text) for c in whole
+        ]
+        for cut in killed:
+            assert sf.info(cut.recording.sources[0].source).frames == cut.recording.num_samples
+    assert not list(out.rglob(".partial-*")), "no partial file left once the rerun completes"
