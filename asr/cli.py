@@ -3,8 +3,10 @@
     asr fit|validate|test|predict --config recipes/<corpus>/<config>.yaml   (LightningCLI)
     asr export CHECKPOINT MODEL [--format pt|onnx]
     asr transcribe FILE... [--model MODEL] [--format txt|json|jsonl|srt|vtt|tsv]
-    asr stream FILE --model UNIDIRECTIONAL_MODEL [--chunk-ms 200] [--realtime]
-    asr evaluate [--model MODEL] MANIFEST... [--compare pocketsphinx] [--output-dir DIR]
+    asr stream FILE [--model MODEL] [--chunk-ms 200] [--realtime]
+    asr serve [--model MODEL] [--host 127.0.0.1] [--port 8000] [--workers 1]   (HTTP, WebSocket, web page)
+    asr evaluate [--model MODEL] MANIFEST... [--compare pocketsphinx] [--output-dir DIR] [--report DIR]
+    asr plot CLIP [--model MODEL] -o OUT.png | asr plot --metrics RUN/lightning_logs/version_N -o OUT.png
     asr lm build TEXT... [--order 3] [--exclude HELD_OUT...] --out LM.arpa[.gz]   (word n-gram, Kneser-Ney)
     asr lm tune DEV_MANIFEST... [--lm LM] [--charlm LM] [--model MODEL] [--save]   (LM weights grid)
     asr lm fit|validate|test --config recipes/<corpus>/charlm.yaml   (character RNN LM)
@@ -17,6 +19,7 @@ import argparse
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -33,7 +36,7 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
     from lightning.pytorch.cli import LightningCLI
 
     from asr.data import SpeechDataModule, TextDataModule
-    from asr.training import CharLMTraining, CTCTraining
+    from asr.training import AtomicCheckpointIO, CharLMTraining, CTCTraining, RandomState
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
@@ -50,11 +53,24 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
                     "checkpoint.enable_version_counter": False,
                 }
             )
-            parser.link_arguments(
-                "trainer.default_root_dir",
-                "checkpoint.dirpath",
-                compute_fn=lambda d: str(Path(d) / "checkpoints"),
+            # last.ckpt also every 10 minutes of training, mid-epoch included: a killed run
+            # loses at most that (``make train`` resumes it where it stopped).
+            parser.add_lightning_class_args(ModelCheckpoint, "autosave")
+            parser.set_defaults(
+                {
+                    "autosave.monitor": None,
+                    "autosave.save_top_k": 0,
+                    "autosave.save_last": True,
+                    "autosave.train_time_interval": timedelta(minutes=10),
+                    "autosave.enable_version_counter": False,
+                }
             )
+            for group in ("checkpoint", "autosave"):
+                parser.link_arguments(
+                    "trainer.default_root_dir",
+                    f"{group}.dirpath",
+                    compute_fn=lambda d: str(Path(d) / "checkpoints"),
+                )
             parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir")
 
         def before_fit(self):
@@ -87,6 +103,8 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
             "use_distributed_sampler": False,  # lhotse samplers split data across ranks themselves
             "log_every_n_steps": 10,
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger"},  # save_dir linked above
+            "plugins": [AtomicCheckpointIO()],
+            "callbacks": [RandomState()],
         },
     )
 
@@ -200,18 +218,44 @@ def stream_command(args) -> int:
     return 0
 
 
+def serve_command(args) -> int:
+    from asr.serve import serve
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if args.batch_seconds < 0:
+        raise ValueError(f"--batch-seconds must not be negative, got {args.batch_seconds}")
+    model = _load_model(args)
+    name = Path(args.model).stem if args.model else "default"
+    settings = {
+        "workers": args.workers,
+        "max_upload_mb": args.max_upload_mb,
+        "batch_seconds": args.batch_seconds,
+    }
+    serve(model, name, args.host, args.port, options=_decoding_options(args, model), **settings)
+    return 0
+
+
 def evaluate_command(args) -> int:
     from asr.data import read_cuts
     from asr.evaluation import RECOGNIZERS, evaluate, model_recognizer, table
 
+    if args.report:
+        from asr.report import check_report_folder
+
+        check_report_folder(args.report, args.output_dir)  # before the work, not after it
     model = _load_model(args)
-    ours = [_decoding_options(args, model, method) for method in dict.fromkeys(args.decoder or [None])]
-    recognizers = {f"asr {options.name}": model_recognizer(model, options) for options in ours}
+    decoders = [_decoding_options(args, model, method) for method in dict.fromkeys(args.decoder or [None])]
+    ours = {f"asr {options.name}": options for options in decoders}
+    recognizers = {name: model_recognizer(model, options) for name, options in ours.items()}
     recognizers.update({name: RECOGNIZERS[name]() for name in args.compare})
-    rows, failed = [], 0
+    rows, failed, sets = [], 0, {}
     for manifest in args.manifests:
         cuts = read_cuts(manifest)
         name = Path(manifest).name.removesuffix(".gz").removesuffix(".jsonl").removeprefix("cuts_")
+        sets[name] = cuts
         for k, (recognizer, recognize) in enumerate(recognizers.items()):
             result = evaluate(recognize, cuts, model.config.alphabet)
             if k == 0:  # a manifest's unreadable cuts are named once, not per recognizer
@@ -234,7 +278,25 @@ def evaluate_command(args) -> int:
             result.write(output)
             rows.append((name, recognizer, result))
     print(table(rows))
+    if args.report:
+        from asr.report import write_report
+
+        title = f"asr evaluate: {args.model or 'the default model'}"
+        print(f"report: {write_report(args.report, rows, model, ours, sets, title)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def plot_command(args) -> int:
+    from asr import plots
+
+    if (args.clip is None) == (args.metrics is None):
+        raise ValueError("give a CLIP to draw, or --metrics DIR for a training run's curves (one of them)")
+    if args.metrics:
+        print(plots.plot_metrics(args.metrics, args.output))
+        return 0
+    model = _load_model(args)
+    print(plots.plot_clip(model, args.clip, args.output, _decoding_options(args, model)))
+    return 0
 
 
 def export_format(output: str, format: str | None) -> str:
@@ -514,7 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stream", help="recognize a file chunk by chunk, printing the text as it grows")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--model", required=True, help="a unidirectional model file (bidirectional: false)")
+    p.add_argument(
+        "--model",
+        help="model file (default: the shipped one); a unidirectional one streams exactly, others "
+        "re-decode a window of the latest audio",
+    )
     p.add_argument("--chunk-ms", type=float, default=200.0, help="audio per chunk (default: 200 ms)")
     p.add_argument(
         "--realtime", action="store_true", help="feed chunks at the pace of speech, as a live source"
@@ -522,6 +588,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_arguments(p, precision=False)
     _add_decoding_arguments(p)
     p.set_defaults(run=stream_command)
+
+    p = sub.add_parser("serve", help="HTTP service (OpenAI-compatible) and web page for a model")
+    p.add_argument("--model", help="model file (default: asr/models/default.pt)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers", type=int, default=1,
+        help="threads transcribing at once (default 1: on a CPU one batch already uses every core)",
+    )  # fmt: skip
+    p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload accepted (default 100)")
+    p.add_argument(
+        "--batch-seconds", type=float, default=240.0,
+        help="most audio of the requests waiting together transcribed as one batch (0: one at a time)",
+    )  # fmt: skip
+    _add_runtime_arguments(p)
+    _add_decoding_arguments(p)
+    p.set_defaults(run=serve_command)
 
     p = sub.add_parser("evaluate", help="WER/CER of a model on cut manifests, as a Markdown table")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="lhotse cut manifest (.jsonl[.gz])")
@@ -535,6 +618,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--show", action="store_true", help="also print every utterance's reference and hypothesis"
     )
+    p.add_argument(
+        "--report", metavar="DIR",
+        help="also write DIR/index.html: the table, a WER chart, the worst utterances with word diffs "
+        "and pictures (DIR is replaced as a whole)",
+    )  # fmt: skip
     _add_runtime_arguments(p)
     _add_decoding_arguments(p, several=True)
     p.set_defaults(run=evaluate_command)
@@ -548,6 +636,21 @@ def build_parser() -> argparse.ArgumentParser:
         "them by the suffix); default: onnx for OUTPUT.onnx, else pt",
     )  # fmt: skip
     p.set_defaults(run=export_command, language_model=False)
+
+    p = sub.add_parser("plot", help="pictures: a clip as the model sees it, or a training run's curves")
+    p.add_argument(
+        "clip", nargs="?", metavar="CLIP",
+        help="audio file: waveform, the model's log-mel frames, CTC posteriors, word boxes",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics", metavar="DIR",
+        help="a run's lightning_logs/version_N (metrics.csv): loss, WER and CER against step",
+    )  # fmt: skip
+    p.add_argument("-o", "--output", required=True, help="picture to write: .png (or .svg, .pdf)")
+    p.add_argument("--model", help="model file (default: asr/models/default.pt)")
+    _add_runtime_arguments(p, precision=False)
+    _add_decoding_arguments(p)
+    p.set_defaults(run=plot_command)
     _lm_parser(sub)
     return parser
 

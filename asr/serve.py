@@ -235,9 +235,12 @@ def create_app(
     workers: int = 1,
     max_upload_mb: float = MAX_UPLOAD_MB,
     options: DecodingOptions | None = None,
+    batch_seconds: float = MAX_BATCH_SECONDS,
 ):
     """The service around a loaded ``model``. Requests decode with ``options`` unless they ask
-    for greedy or beam (by default the model's own: :func:`asr.inference.default_options`)."""
+    for greedy or beam (by default the model's own: :func:`asr.inference.default_options`);
+    the requests that wait together share batches of up to ``batch_seconds`` of audio (0: one
+    request at a time)."""
     batcher: Batcher | None = None
     default = options or default_options(model)
     beam = default if default.method == "beam" else model.beam_options or DecodingOptions(method="beam")
@@ -247,7 +250,7 @@ def create_app(
 
     async def lifespan(app):
         nonlocal batcher
-        batcher = Batcher(model, workers)
+        batcher = Batcher(model, workers, batch_seconds)
         batcher.start()
         yield
         await batcher.stop()
@@ -443,11 +446,9 @@ def create_app(
     return app
 
 
-def serve(
-    model, model_name: str, host: str, port: int, workers: int, max_upload_mb: float, options=None
-) -> None:
-    """Run the service until interrupted (Ctrl-C)."""
+def serve(model, model_name: str, host: str, port: int, **settings) -> None:
+    """Run the service until interrupted (Ctrl-C); ``settings`` as :func:`create_app`'s."""
     import uvicorn
 
-    app = create_app(model, model_name, workers, max_upload_mb, options)
+    app = create_app(model, model_name, **settings)
     uvicorn.run(app, host=host, port=port, log_level="info", ws_max_size=16 * 2**20)

@@ -4,7 +4,8 @@
 
 Parts: training (throughput against a deepspeech.pytorch-style loop), inference (x real time
 and WER: fp32, bf16, int8, ONNX Runtime, beam + LM, PocketSphinx), limit (FLOPs per audio
-second against the measured matmul peak), scaling (input length and batch size). Each part
+second against the measured matmul peak), scaling (input length and batch size), serving
+(requests per second and latency of asr serve for 1, 4 and 16 clients). Each part
 runs in its own process; the results file is rewritten after each, so a failed part keeps
 the others'. All figures come from this one run on this one machine.
 """
@@ -13,15 +14,16 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import inference, limit, scaling, training
+from benchmarks import inference, limit, scaling, serving, training
 from benchmarks.common import DATA, bench_corpus, in_fresh_process, machine, write_json
 
-PARTS = ("training", "inference", "limit", "scaling")
+PARTS = ("training", "inference", "limit", "scaling", "serving")
 TITLES = {
     "training": "Training throughput (same cuts, same model size)",
     "inference": "Inference: x real time and accuracy (bench test sets, 100 clips each)",
     "limit": "The hardware limit",
     "scaling": "Scaling with input length and batch size",
+    "serving": "Serving: asr serve under 1, 4 and 16 clients at once",
 }
 
 
@@ -30,6 +32,8 @@ def _arguments(part: str, repeats: int, model: str | None) -> list[str]:
     if part == "training":
         return ["--cuts", str(DATA / "cuts_train.jsonl.gz"), "--repeats", str(repeats)]
     if part == "limit":
+        return model_args
+    if part == "serving":
         return model_args
     return [*model_args, "--repeats", str(repeats)]
 
@@ -71,6 +75,7 @@ def report(results: dict) -> str:
         "inference": inference.markdown,
         "limit": lambda r: limit.markdown(r, _greedy_speed(results)),
         "scaling": scaling.markdown,
+        "serving": serving.markdown,
     }
     for part in PARTS:
         if part in results:

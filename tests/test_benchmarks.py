@@ -95,11 +95,27 @@ def test_report_and_chart_show_every_part(tmp_path):
              "wall_seconds": size / 100, "x_real_time": 100.0, "peak_rss_mb": 500.0}
             for kind in ("transcribe", "network", "batch") for size in (1, 10)
         ]},
+        "serving": {"requests": 48, "clip_seconds": 3.2, "rows": [
+            {"batching": "batched", "decoder": "greedy", "clients": 16, "requests_per_second": 20.5,
+             "x_real_time": 66.0, "p50_ms": 700.0, "p90_ms": 800.0, "p99_ms": 900.0, "batches": 9},
+        ]},
     }  # fmt: skip
     text = run.report(results)
     assert "greedy 400x real time" in text and "greedy 40x and beam + LM 10x PocketSphinx's speed" in text
     assert "| fp32 beam 32 + n-gram | 100 | 0.25 |" in text
     assert "120.0 GFLOP/s: 100 % of the fp32 square peak" in text  # 3e8 FLOP x 400
     assert "one recording, transcribed" in text
+    assert "| greedy | batched | 16 | 20.5 | 66 | 700 | 800 | 900 | 9 |" in text
     run.chart(results, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_serving_load_generator_times_every_answer():
+    from benchmarks.serving import Server, load
+    from tests.test_serve import CLIP
+
+    with Server(None, batch_seconds=240.0) as server:
+        figures = load(server, [CLIP.read_bytes()], [3.3], clients=3, requests=6, decoder="greedy")
+    assert figures["requests_per_second"] > 0 and figures["x_real_time"] > 0
+    assert figures["p50_ms"] <= figures["p90_ms"] <= figures["p99_ms"]
+    assert 1 <= figures["batches"] <= 6
