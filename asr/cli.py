@@ -22,6 +22,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from asr.progress import progress
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # `asr lm build --exclude`: shorter held-out sentences ("thank you", "goodbye captain") are
 # everyday phrases; leaving out every line that holds one would cut the LM, not a leak.
@@ -172,7 +174,8 @@ def transcribe_command(args) -> int:
     model = _load_model(args)
     options = _decoding_options(args, model)
     pairs, failed = [], 0
-    for path, result in transcribe_files(model, args.files, options):  # a group of files at a time
+    results = transcribe_files(model, args.files, options)  # a group of files at a time
+    for path, result in progress(results, args.quiet, total=len(args.files), unit="file", leave=False):
         if isinstance(result, AudioError):
             _fail(str(result))
             failed += 1
@@ -257,7 +260,12 @@ def evaluate_command(args) -> int:
         name = Path(manifest).name.removesuffix(".gz").removesuffix(".jsonl").removeprefix("cuts_")
         sets[name] = cuts
         for k, (recognizer, recognize) in enumerate(recognizers.items()):
-            result = evaluate(recognize, cuts, model.config.alphabet)
+            total = None if cuts.is_lazy else len(cuts)
+            bar = progress(
+                None, args.quiet, total=total, desc=f"{name}, {recognizer}", unit="utt", leave=False
+            )
+            with bar:
+                result = evaluate(recognize, cuts, model.config.alphabet, done=bar.update)
             if k == 0:  # a manifest's unreadable cuts are named once, not per recognizer
                 failed += len(result.failed)
                 for cut_id, problem in result.failed:
@@ -333,7 +341,7 @@ def lm_build_command(args) -> int:
         raise ValueError(f"--order must be at least 1, got {args.order}")
     started = time.perf_counter()
     files = [read_text_file(path) for path in args.texts]  # every file checked before counting
-    lines = (line for file in files for line in file)
+    lines = progress((line for file in files for line in file), args.quiet, desc="counting", unit=" lines")
     if args.exclude:
         held_out = [normalize_text(s) for path in args.exclude for s in read_text_file(path) if s.strip()]
         kept = without_sentences((normalize_text(line) for line in lines), held_out, EXCLUDE_MIN_WORDS)
@@ -379,7 +387,7 @@ def lm_tune_command(args) -> int:
     print("| LM weight | word score | char LM weight | WER % | CER % | search speed (x real time) |")
     print("|---|---|---|---|---|---|")
     best = None
-    for options, result in tune_beam(model, cuts, grid):
+    for options, result in progress(tune_beam(model, cuts, grid), args.quiet, total=len(grid), leave=False):
         scores = f"{100 * result.wer:.2f} | {100 * result.cer:.2f} | {result.speed:.0f}"
         lm_weight = options.lm_weight if args.lm else "-"  # the weight of an LM not given does nothing
         charlm_weight = options.charlm_weight if args.charlm else "-"
@@ -432,6 +440,9 @@ def _lm_parser(sub) -> None:
         lm_sub.add_parser(name, help=f"LightningCLI {name} of a character LM", add_help=False)
 
     p = lm_sub.add_parser("build", help="word n-gram LM (modified Kneser-Ney) -> ARPA file")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (none is shown unless stderr is a terminal)"
+    )
     p.add_argument("texts", nargs="+", metavar="TEXT", help="text file, one sentence per line")
     p.add_argument("--order", type=int, default=3, help="n-gram order (default: 3)")
     p.add_argument("--min-count", type=int, default=1,
@@ -443,6 +454,9 @@ def _lm_parser(sub) -> None:
     p.set_defaults(run=lm_build_command)
 
     p = lm_sub.add_parser("tune", help="grid search of n-gram LM weight and word score on a dev manifest")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (none is shown unless stderr is a terminal)"
+    )
     p.add_argument(
         "manifests", nargs="+", metavar="MANIFEST", help="lhotse cut manifests (.jsonl[.gz]), e.g. dev"
     )
@@ -566,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"LightningCLI {name} (see 'asr {name} --help')", add_help=False)
 
     p = sub.add_parser("transcribe", help="transcribe audio files")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (none is shown unless stderr is a terminal)"
+    )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--model", help="model file written by 'asr export' (default: asr/models/default.pt)")
     p.add_argument("--format", choices=FORMATS, default="txt")
@@ -607,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=serve_command)
 
     p = sub.add_parser("evaluate", help="WER/CER of a model on cut manifests, as a Markdown table")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (none is shown unless stderr is a terminal)"
+    )
     p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="lhotse cut manifest (.jsonl[.gz])")
     p.add_argument("--model", help="model file (default: asr/models/default.pt)")
     p.add_argument(

@@ -74,13 +74,18 @@ class Evaluation:
 
 
 def evaluate(
-    recognize: Recognizer, cuts: CutSet, alphabet: str = DEFAULT_ALPHABET, batch_size: int = 64
+    recognize: Recognizer,
+    cuts: CutSet,
+    alphabet: str = DEFAULT_ALPHABET,
+    batch_size: int = 64,
+    done: Callable[[int], object] | None = None,
 ) -> Evaluation:
     """Run ``recognize`` over ``cuts`` (resampled to 16 kHz, downmixed) in batches and score it.
 
     References are the cuts' supervision texts normalised to ``alphabet``. A cut whose audio
     cannot be read (missing, damaged) is not scored: it goes to ``failed`` with the problem, and
-    the others are scored.
+    the others are scored. ``done(n)`` is told of each batch of ``n`` cuts finished (a
+    progress bar's ``update``).
     """
     result = Evaluation()
     for cuts_read in _chunks(cuts.resample(SAMPLE_RATE), batch_size):
@@ -92,16 +97,17 @@ def evaluate(
                 result.failed.append((cut.id, f"{type(err).__name__}: {err}"))
             else:
                 chunk.append(cut)
-        if not chunk:
-            continue
-        started = time.perf_counter()
-        hyps = recognize(audio)
-        result.elapsed += time.perf_counter() - started
-        for cut, hyp in zip(chunk, hyps, strict=True):
-            result.ids.append(cut.id)
-            result.refs.append(_reference(cut, alphabet))
-            result.hyps.append(hyp)
-            result.audio_seconds += cut.duration
+        if chunk:
+            started = time.perf_counter()
+            hyps = recognize(audio)
+            result.elapsed += time.perf_counter() - started
+            for cut, hyp in zip(chunk, hyps, strict=True):
+                result.ids.append(cut.id)
+                result.refs.append(_reference(cut, alphabet))
+                result.hyps.append(hyp)
+                result.audio_seconds += cut.duration
+        if done is not None:
+            done(len(cuts_read))
     return result
 
 

@@ -28,6 +28,7 @@ import soundfile as sf
 from lhotse import CutSet
 
 from asr.audio import SAMPLE_RATE, load_audio
+from asr.progress import progress
 from asr.text import normalize_text
 from recipes.common import clip_cuts, write_atomically
 
@@ -178,8 +179,8 @@ def _render_missing(clips: list[Clip]) -> None:
     print(f"rendering {len(missing)} clips with espeak-ng")
     for folder in {clip.path.parent for clip in missing}:
         folder.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(_render, missing))  # list() re-raises the first worker error
+    with ThreadPoolExecutor(WORKERS) as pool:  # list() re-raises the first worker error
+        list(progress(pool.map(_render, missing), total=len(missing), unit="clip", leave=False))
 
 
 def _write_manifest(clips: list[Clip], path: Path) -> CutSet:

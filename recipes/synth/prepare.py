@@ -44,9 +44,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 from lhotse import CutSet
-from tqdm import tqdm
 
 from asr.ngram import build_arpa, without_sentences
+from asr.progress import progress
 from asr.text import read_text_file
 from recipes.common import clip_cuts, write_atomically
 from recipes.synth import augment, text, voices
@@ -250,7 +250,7 @@ def stage_speech(out: Path, workers: int, allow_missing_voices: bool = False) ->
     started = time.perf_counter()
     audio = 0.0
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(out,)) as pool:
-        bar = tqdm(total=len(todo), desc="speech", unit="clip")
+        bar = progress(total=len(todo), desc="speech", unit="clip")
         for chunk, seconds in zip(chunks, pool.map(_render_chunk, [out] * len(chunks), chunks), strict=True):
             audio += seconds
             bar.update(len(chunk))

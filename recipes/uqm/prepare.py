@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from lhotse import CutSet, RecordingSet, SupervisionSegment, SupervisionSet
 
+from asr.progress import progress
 from asr.text import normalize_text
 from recipes import common, debian
 
@@ -207,7 +208,7 @@ def make_cuts(corpus: Path, entries: list[Line], skipped: common.SkipLog) -> tup
     """One cut per spoken line whose transcript fits its duration; dropped seconds by reason."""
     recordings, supervisions, dropped = [], [], Counter()
     low, high = CHARS_PER_SECOND
-    for entry in entries:
+    for entry in progress(entries, desc="clips", unit="clip", leave=False):
         path = corpus / entry.clip
         recording = common.read_recording(path, f"uqm-{Path(entry.clip).stem}", skipped)
         if recording is None:
