@@ -259,8 +259,8 @@ def evaluate_command(args) -> int:
         cuts = read_cuts(manifest)
         name = Path(manifest).name.removesuffix(".gz").removesuffix(".jsonl").removeprefix("cuts_")
         sets[name] = cuts
+        total = sum(1 for _ in cuts)  # a lazy manifest: one quick pass over its lines
         for k, (recognizer, recognize) in enumerate(recognizers.items()):
-            total = None if cuts.is_lazy else len(cuts)
             bar = progress(
                 None, args.quiet, total=total, desc=f"{name}, {recognizer}", unit="utt", leave=False
             )
