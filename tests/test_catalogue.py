@@ -161,3 +161,26 @@ def test_manifests_with_empty_or_non_ascii_text_are_scored_and_trained_on(
     assert refs == ["", "cafe naive zoq fot pik", "angstrom forty two"]
     fit = _fit_args({"train": str(manifest), "dev": str(manifest), "test": str(manifest)}, tmp_path / "run")
     assert main([*fit, "--trainer.fast_dev_run", "1", "--data.max_duration", "30"]) == 0
+
+
+def test_the_server_answers_every_upload_of_the_catalogue(untrained_model_file, catalogue):
+    from fastapi.testclient import TestClient
+
+    from asr.serve import create_app
+
+    # What cannot be uploaded (a missing file, a folder) is left to the client.
+    uploads = {kind: entry for kind, entry in catalogue.items() if kind not in ("missing", "a folder")}
+    with TestClient(create_app(load_model(untrained_model_file))) as client:
+        for kind, (path, expected) in uploads.items():
+            name = path.rsplit("/", 1)[1]
+            with open(path, "rb") as audio:
+                response = client.post("/v1/transcribe?decoder=greedy", files={"file": (name, audio)})
+            if expected is OK:
+                assert response.status_code == 200 and response.json()["duration"] > 0, (kind, response.text)
+            else:
+                message = response.json()["error"]["message"]
+                expected = expected.replace("empty file", "empty upload")  # no file: the bytes sent
+                assert (
+                    response.status_code == 400 and message.startswith(f"{name}: ") and expected in message
+                ), kind
+        assert client.get("/health").json()["status"] == "ok"
