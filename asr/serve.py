@@ -80,6 +80,7 @@ class Batcher:
         self.arrived = asyncio.Event()
         self.batches = 0  # batches run, for /health
         self.task: asyncio.Task | None = None
+        self.running: set[asyncio.Task] = set()  # held: the event loop keeps only weak references
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -105,8 +106,9 @@ class Batcher:
             while not self.waiting:
                 self.arrived.clear()
                 await self.arrived.wait()
-            batch = self._take()
-            asyncio.get_running_loop().create_task(self._run_batch(batch))
+            task = asyncio.get_running_loop().create_task(self._run_batch(self._take()))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
 
     def _take(self) -> list[_Job]:
         """The first waiting job and those after it with its options, up to max_seconds."""
