@@ -40,17 +40,28 @@ def _int8(model):
     )
 
 
-def recognizers(model_path: str | None, onnx_dir: Path) -> dict[str, Recognizer]:
-    """Every recognizer measured, by name."""
+def variants(model_path: str | None, onnx_dir: Path) -> dict[str, tuple[object, DecodingOptions, bool]]:
+    """Every variant of our model measured, by name: (network, decoding options, bf16 autocast).
+    Each row names its decoding, and decodes with exactly that: "greedy" is greedy even for a
+    model whose own default is its beam search."""
     model = load_model(model_path)
     beam = model.beam_options or DecodingOptions(method="beam")
     int8, onnx = _int8(model), load_model(export_onnx(model, onnx_dir / "model.onnx"))
     found = {}
-    for decoder, options in (("greedy", None), (beam.name, beam)):
-        found[f"fp32 {decoder}"] = model_recognizer(model, options)
-        found[f"bf16 {decoder}"] = _in_bf16(model_recognizer(model, options))
-        found[f"int8 {decoder}"] = model_recognizer(int8, options)
-        found[f"onnxruntime {decoder}"] = model_recognizer(onnx, options)
+    for options in (DecodingOptions(), beam):
+        found[f"fp32 {options.name}"] = (model, options, False)
+        found[f"bf16 {options.name}"] = (model, options, True)
+        found[f"int8 {options.name}"] = (int8, options, False)
+        found[f"onnxruntime {options.name}"] = (onnx, options, False)
+    return found
+
+
+def recognizers(model_path: str | None, onnx_dir: Path) -> dict[str, Recognizer]:
+    """Every recognizer measured, by name: :func:`variants` and PocketSphinx."""
+    found = {}
+    for name, (network, options, bf16) in variants(model_path, onnx_dir).items():
+        recognize = model_recognizer(network, options)
+        found[name] = _in_bf16(recognize) if bf16 else recognize
     found["PocketSphinx 5.1.1"] = pocketsphinx_recognizer()
     return found
 

@@ -9,6 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from asr.data import read_cuts
+from asr.decoding import DecodingOptions, write_beam_defaults
 from asr.evaluation import evaluate
 from asr.model import RNN_TYPES, ModelConfig, RecurrentCTC, save_model
 from asr.onnx import FourierMel
@@ -71,6 +72,11 @@ def test_every_inference_variant_transcribes(corpus, tmp_path):
         found
     )
     assert any(name.startswith("onnxruntime beam") for name in found)
+    # A model whose default is its beam search: each row still decodes as its name says.
+    write_beam_defaults(tmp_path / "model.pt", DecodingOptions(method="beam", beam_size=3))
+    for name, (_, options, bf16) in inference.variants(str(tmp_path / "model.pt"), tmp_path).items():
+        assert options.method == name.split()[1] and bf16 == name.startswith("bf16"), name
+        assert options.method == "greedy" or options.beam_size == 3, name
     cuts = read_cuts(corpus["test"])
     for name, recognize in found.items():
         result = evaluate(recognize, cuts)
