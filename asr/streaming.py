@@ -38,6 +38,21 @@ def open_stream(model, sample_rate: int = SAMPLE_RATE, options: DecodingOptions 
     return Stream(model, sample_rate, options)
 
 
+def _resampler(sample_rate: int):
+    """A stream's resampler to 16 kHz (soxr, so that chunk edges leave no clicks), or None."""
+    return None if sample_rate == SAMPLE_RATE else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1)
+
+
+def _incoming(chunk, resampler, finished: bool) -> np.ndarray:
+    """A chunk fed to a stream, checked, as float32 samples at 16 kHz."""
+    if finished:
+        raise ValueError("this stream is finished; start another")
+    chunk = np.asarray(chunk.detach().cpu() if hasattr(chunk, "detach") else chunk, dtype=np.float32)
+    if chunk.ndim != 1:
+        raise ValueError(f"a stream takes mono chunks of shape (S,), got {chunk.shape}")
+    return chunk if resampler is None else resampler.resample_chunk(chunk)
+
+
 class Stream:
     """One utterance being recognized; made by ``model.stream()``.
 
@@ -63,9 +78,7 @@ class Stream:
             )
         self.model = model.eval()
         self.options = options or default_options(model)
-        self.resampler = (
-            None if sample_rate == SAMPLE_RATE else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1)
-        )
+        self.resampler = _resampler(sample_rate)
         sub = model.subsample
         self.context1 = sub.conv1.kernel_size[0] // 2  # frames conv1 sees on each side
         self.context2 = sub.conv2.padding[0]  # conv1 outputs conv2 sees on each side
@@ -84,13 +97,7 @@ class Stream:
     @torch.inference_mode()
     def feed(self, chunk) -> Transcription:
         """Add the next samples (mono array or tensor, the stream's rate); return the text so far."""
-        if self.finished:
-            raise ValueError("this stream is finished; start another with model.stream()")
-        chunk = np.asarray(chunk.detach().cpu() if hasattr(chunk, "detach") else chunk, dtype=np.float32)
-        if chunk.ndim != 1:
-            raise ValueError(f"a stream takes mono chunks of shape (S,), got {chunk.shape}")
-        if self.resampler is not None:
-            chunk = self.resampler.resample_chunk(chunk)
+        chunk = _incoming(chunk, self.resampler, self.finished)
         self._advance(torch.from_numpy(np.ascontiguousarray(chunk)).to(self.samples.device), last=False)
         return self._transcription(final=False)
 
@@ -190,9 +197,7 @@ class WindowStream:
             raise ValueError(f"need 0 < keep < window and cadence > 0, got {keep}, {window}, {cadence}")
         self.model = model.eval()
         self.options = options or default_options(model)
-        self.resampler = (
-            None if sample_rate == SAMPLE_RATE else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1)
-        )
+        self.resampler = _resampler(sample_rate)
         self.window, self.cadence, self.keep = window, cadence, keep
         self.audio = np.zeros(0, dtype=np.float32)  # 16 kHz samples since the committed point
         self.offset = 0.0  # seconds committed (where self.audio starts)
@@ -207,13 +212,7 @@ class WindowStream:
 
     def feed(self, chunk) -> Transcription:
         """Add the next samples (mono, the stream's rate); return the text so far."""
-        if self.finished:
-            raise ValueError("this stream is finished; start another")
-        chunk = np.asarray(chunk.detach().cpu() if hasattr(chunk, "detach") else chunk, dtype=np.float32)
-        if chunk.ndim != 1:
-            raise ValueError(f"a stream takes mono chunks of shape (S,), got {chunk.shape}")
-        if self.resampler is not None:
-            chunk = self.resampler.resample_chunk(chunk)
+        chunk = _incoming(chunk, self.resampler, self.finished)
         self.audio = np.concatenate([self.audio, chunk])
         self.undecoded += len(chunk)
         if self.undecoded >= self.cadence * SAMPLE_RATE:
