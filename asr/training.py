@@ -35,11 +35,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (:func:`asr.files.write_atomically`): a run killed while saving leaves the previous
     ``last.ckpt``, never half of one. Lightning's own writer stages a local file in the
     temporary folder and copies it over the target, which is not atomic when the two are on
-    different file systems, and leaves the staged copy behind when killed."""
+    different file systems, and leaves the staged copy behind when killed. Remote paths
+    (``s3://...``) keep Lightning's writer."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
         write_atomically(path, lambda partial: torch.save(checkpoint, partial))
 
 
