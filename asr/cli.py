@@ -38,7 +38,7 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
     from lightning.pytorch.cli import LightningCLI
 
     from asr.data import SpeechDataModule, TextDataModule
-    from asr.training import AtomicCheckpointIO, CharLMTraining, CTCTraining, RandomState
+    from asr.training import CharLMTraining, CTCTraining, RandomState
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
@@ -105,7 +105,9 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
             "use_distributed_sampler": False,  # lhotse samplers split data across ranks themselves
             "log_every_n_steps": 10,
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger"},  # save_dir linked above
-            "plugins": [AtomicCheckpointIO()],
+            "plugins": [
+                {"class_path": "asr.training.AtomicCheckpointIO"}
+            ],  # a class path: kept in config.yaml
             "callbacks": [RandomState()],
         },
     )

@@ -534,3 +534,20 @@ def test_a_killed_fit_resumes_mid_epoch_and_ends_like_an_uninterrupted_run(corpu
     assert after, "a loss logged after the interruption"
     for step in after:
         assert losses(run)[step] == pytest.approx(losses(whole)[step], rel=1e-4)
+
+
+def test_checkpoints_are_written_atomically_and_a_printed_config_runs_again(corpus, tmp_path, capsys):
+    from asr.training import AtomicCheckpointIO, RandomState
+
+    args = _fit_args(corpus, tmp_path / "a", "--trainer.fast_dev_run", "1")
+    trainer = cli.lightning_cli(args).trainer
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert any(isinstance(c, RandomState) for c in trainer.callbacks)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.lightning_cli([*args, "--print_config"])
+    config = tmp_path / "config.yaml"
+    config.write_text(capsys.readouterr().out)
+    root = str(tmp_path / "b")
+    trainer = cli.lightning_cli(["fit", "--config", str(config), "--trainer.default_root_dir", root]).trainer
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
