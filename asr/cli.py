@@ -2,6 +2,7 @@
 
     asr fit|validate|test|predict --config recipes/<corpus>/<config>.yaml   (LightningCLI)
     asr export CHECKPOINT MODEL [--format pt|onnx]
+    asr average CHECKPOINT... -o MODEL   (the mean of a run's last checkpoints)
     asr transcribe FILE... [--model MODEL] [--format txt|json|jsonl|srt|vtt|tsv]
     asr stream FILE [--model MODEL] [--chunk-ms 200] [--realtime]
     asr serve [--model MODEL] [--host 127.0.0.1] [--port 8000] [--workers 1]   (HTTP, WebSocket, web page)
@@ -322,7 +323,7 @@ def export_format(output: str, format: str | None) -> str:
 
 
 def export_command(args) -> int:
-    from asr.training import export_charlm, export_checkpoint
+    from asr.checkpoints import export_charlm, export_checkpoint
 
     if args.language_model:
         net = export_charlm(args.checkpoint, args.output)
@@ -332,6 +333,17 @@ def export_command(args) -> int:
     kind = "character LM, " if args.language_model else f"{args.format}, "
     size = Path(args.output).stat().st_size / 1e6
     print(f"{args.output}: {kind}{net.config.rnn_type} x {net.config.num_layers}, {size:.1f} MB")
+    return 0
+
+
+def average_command(args) -> int:
+    from asr.checkpoints import average, export
+
+    args.format = export_format(args.output, args.format)
+    net = export(average(args.checkpoints), args.checkpoints[-1], args.output, args.format)
+    size = Path(args.output).stat().st_size / 1e6
+    print(f"{args.output}: the mean of {len(args.checkpoints)} networks, {net.config.rnn_type} x "
+          f"{net.config.num_layers}, {size:.1f} MB")  # fmt: skip
     return 0
 
 
@@ -658,6 +670,12 @@ def build_parser() -> argparse.ArgumentParser:
         "them by the suffix); default: onnx for OUTPUT.onnx, else pt",
     )  # fmt: skip
     p.set_defaults(run=export_command, language_model=False)
+
+    p = sub.add_parser("average", help="the mean of several checkpoints of one run -> model file")
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="training checkpoints or model files")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.pt, or .onnx)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, help="default: onnx for OUTPUT.onnx, else pt")
+    p.set_defaults(run=average_command)
 
     p = sub.add_parser("plot", help="pictures: a clip as the model sees it, or a training run's curves")
     p.add_argument(

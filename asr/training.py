@@ -7,9 +7,7 @@ this file only says how one step is computed and measured.
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict
 from itertools import islice
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -22,11 +20,12 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from asr.audio import SAMPLE_RATE
-from asr.charlm import IGNORE, CharLM, CharLMConfig, save_charlm
+from asr.charlm import IGNORE, CharLM, CharLMConfig
+from asr.checkpoints import initial_weights
 from asr.decoding import greedy_decode
 from asr.features import NO_AUGMENT, Augment
 from asr.files import write_atomically
-from asr.model import ModelConfig, ModelFileError, RecurrentCTC, is_model_file, load_model, save_model
+from asr.model import ModelConfig, RecurrentCTC
 from asr.text import normalize_text
 
 
@@ -145,9 +144,6 @@ def configure_schedule(module: L.LightningModule, optimizer, scheduler):
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-# Checkpoints of runs built in Python (not through `asr fit`, which stores plain dicts) hold
-# these in their hyperparameters: torch.load(weights_only=True) may rebuild them, nothing else.
-torch.serialization.add_safe_globals([ModelConfig, Augment, CharLMConfig])
 
 
 class CTCTraining(L.LightningModule):
@@ -328,32 +324,6 @@ class CTCTraining(L.LightningModule):
         return configure_schedule(self, optimizer, self.lr_scheduler(optimizer))
 
 
-def initial_weights(path, config: ModelConfig) -> dict[str, torch.Tensor]:
-    """The network weights and feature statistics of a model file or training checkpoint, for
-    a network built from ``config``.
-
-    Raises:
-        ValueError: ``path`` is neither, or its network differs from ``config`` (every
-            differing setting is named; dropout may differ, it has no weights).
-    """
-    if is_model_file(path):
-        net = load_model(path)
-    else:
-        try:
-            net = _network_of(path, ModelConfig, RecurrentCTC)
-        except (ModelFileError, RuntimeError) as err:  # unreadable, or weights of another network
-            reason = str(err).removeprefix(f"{path}: ")
-            message = f"init_from {path}: not a model file or training checkpoint ({reason})"
-            raise ValueError(message) from None
-    theirs, ours = asdict(net.config), asdict(config)
-    differ = [
-        f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if k != "dropout" and theirs[k] != ours[k]
-    ]
-    if differ:
-        raise ValueError(f"init_from {path}: its network differs from model.net ({'; '.join(differ)})")
-    return net.state_dict()
-
-
 class CharPerplexity(MeanMetric):
     """exp of the mean loss per character, weighted by characters: the perplexity of a whole set."""
 
@@ -413,51 +383,3 @@ class CharLMTraining(L.LightningModule):
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
         return configure_schedule(self, optimizer, self.lr_scheduler and self.lr_scheduler(optimizer))
-
-
-def _network_of(checkpoint, config_class, network_class) -> nn.Module:
-    """The network (``net.*`` weights) of a training checkpoint, rebuilt from its hyperparameters."""
-    if not Path(checkpoint).is_file():
-        raise ModelFileError(f"{checkpoint}: no such checkpoint")
-    try:
-        # weights_only: tensors and plain values (and the config classes allowed above), never code.
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ModelFileError(
-            f"{checkpoint}: not a training checkpoint, or one holding more than weights and settings "
-            f"({type(err).__name__})"
-        ) from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{checkpoint}: not a training checkpoint (no state_dict)")
-    config = ckpt.get("hyper_parameters", {}).get("net") or config_class()
-    # LightningCLI stores the dataclass argument as a plain dict.
-    net = network_class(config_class(**config) if isinstance(config, dict) else config)
-    net.load_state_dict(
-        {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    )
-    return net
-
-
-def export_checkpoint(checkpoint, output, format: str = "pt") -> RecurrentCTC:
-    """Write the recognizer of a training checkpoint (or of a model file) to a self-contained
-    model file (``format`` "pt") or ONNX graph ("onnx")."""
-    if is_model_file(checkpoint):
-        net = load_model(checkpoint)
-    else:
-        net = _network_of(checkpoint, ModelConfig, RecurrentCTC)
-    if not net.frontend.has_stats:
-        raise ValueError(f"{checkpoint}: the feature statistics were never computed (was it trained?)")
-    if format == "onnx":
-        from asr.onnx import export_onnx
-
-        export_onnx(net, output)
-    else:
-        save_model(net, output)
-    return net
-
-
-def export_charlm(checkpoint, output) -> CharLM:
-    """Write the language model of a :class:`CharLMTraining` checkpoint to an LM file."""
-    net = _network_of(checkpoint, CharLMConfig, CharLM)
-    save_charlm(net, output)
-    return net

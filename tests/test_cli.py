@@ -428,7 +428,8 @@ class _RunsCode:
 
 def test_no_model_lm_or_checkpoint_file_can_run_code_when_loaded(corpus, tmp_path, monkeypatch):
     from asr.charlm import load_charlm
-    from asr.training import CTCTraining, export_checkpoint
+    from asr.checkpoints import export_checkpoint
+    from asr.training import CTCTraining
     from tests.conftest import TINY
 
     marker = tmp_path / "code-ran"
