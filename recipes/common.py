@@ -67,6 +67,12 @@ class SkipLog:
         return path
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a container's or taskset's share,
+    not every core of the machine as ``os.cpu_count()``): the default number of jobs."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def clip_cuts(clips: Iterable[tuple[str, Path, str, str, dict | None]]) -> CutSet:
     """One cut per ``(id, audio path, transcript, speaker, custom)`` clip, its text covering the clip.
 

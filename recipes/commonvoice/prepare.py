@@ -56,7 +56,9 @@ def threads_for_processes() -> Iterator[None]:
         lhotse_commonvoice.ProcessPoolExecutor = real
 
 
-def prepare(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, num_jobs: int = 4) -> dict[str, Path]:
+def prepare(
+    corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, num_jobs: int | None = None
+) -> dict[str, Path]:
     """Write the Common Voice English cut manifests to ``out_dir``; return them by split name.
 
     Does nothing when every manifest exists. Clips that cannot be read are listed in
@@ -79,7 +81,11 @@ def prepare(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, num_jobs:
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".lhotse-") as scratch:
         with threads_for_processes(), common.tolerate_unreadable_audio(lhotse_commonvoice, skipped):
             manifests = lhotse_commonvoice.prepare_commonvoice(
-                root, scratch, languages=[LANGUAGE], splits=SPLITS, num_jobs=num_jobs
+                root,
+                scratch,
+                languages=[LANGUAGE],
+                splits=SPLITS,
+                num_jobs=num_jobs or common.available_cores(),
             )[LANGUAGE]
     cuts = {
         split: common.make_cuts(manifests[split]["recordings"], manifests[split]["supervisions"])
@@ -91,7 +97,12 @@ def prepare(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, num_jobs:
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point; a missing or misplaced corpus exits with status 1 and one line."""
     parser = common.argument_parser("commonvoice", "Write lhotse cut manifests of Common Voice English.")
-    parser.add_argument("--num-jobs", type=int, default=4, help="threads reading the clips' headers")
+    parser.add_argument(
+        "--num-jobs",
+        type=int,
+        default=common.available_cores(),
+        help="threads reading the clips' headers (default: the cores this process may use)",
+    )
     args = parser.parse_args(argv)
     common.run(prepare, args.corpus_dir, args.out, num_jobs=args.num_jobs)
 

@@ -37,7 +37,9 @@ def available_parts(root: Path) -> dict[str, list[str]]:
     return {split: parts for split, parts in found.items() if parts}
 
 
-def prepare(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, num_jobs: int = 4) -> dict[str, Path]:
+def prepare(
+    corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, num_jobs: int | None = None
+) -> dict[str, Path]:
     """Write the LibriSpeech cut manifests to ``out_dir``; return them by split name.
 
     Does nothing when every manifest exists. Clips that cannot be read are listed in
@@ -55,7 +57,9 @@ def prepare(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, num_jobs:
     skipped = common.SkipLog()
     with common.tolerate_unreadable_audio(lhotse_librispeech, skipped):
         manifests = lhotse_librispeech.prepare_librispeech(
-            root, dataset_parts=[part for parts in splits.values() for part in parts], num_jobs=num_jobs
+            root,
+            dataset_parts=[part for parts in splits.values() for part in parts],
+            num_jobs=num_jobs or common.available_cores(),
         )
     cuts = {
         split: common.make_cuts(
@@ -70,7 +74,12 @@ def prepare(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, num_jobs:
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point; a missing or misplaced corpus exits with status 1 and one line."""
     parser = common.argument_parser("librispeech", "Write lhotse cut manifests of LibriSpeech.")
-    parser.add_argument("--num-jobs", type=int, default=4, help="threads reading the audio headers")
+    parser.add_argument(
+        "--num-jobs",
+        type=int,
+        default=common.available_cores(),
+        help="threads reading the audio headers (default: the cores this process may use)",
+    )
     args = parser.parse_args(argv)
     common.run(prepare, args.corpus_dir, args.out, num_jobs=args.num_jobs)
 

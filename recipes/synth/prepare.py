@@ -48,7 +48,7 @@ from lhotse import CutSet
 from asr.ngram import build_arpa, without_sentences
 from asr.progress import progress
 from asr.text import read_text_file
-from recipes.common import clip_cuts, write_atomically
+from recipes.common import available_cores, clip_cuts, write_atomically
 from recipes.synth import augment, text, voices
 
 # Clips per split. dev and test sentences are reserved at the largest size whatever the size,
@@ -380,10 +380,12 @@ def prepare(
     seed: int = 0,
     stage: int = 1,
     stop_stage: int = 5,
-    workers: int = 2,
+    workers: int | None = None,
     allow_missing_voices: bool = False,
 ):
     """Run stages ``stage``..``stop_stage`` into ``out``; returns the manifest paths by split.
+
+    ``workers``: rendering processes (default: the cores this process may use).
 
     ``allow_missing_voices``: leave out the clips of voices not installed here (listed), rather
     than stop.
@@ -397,7 +399,7 @@ def prepare(
     steps = {
         1: lambda: stage_text(out, seed),
         2: lambda: stage_plan(out, size, seed),
-        3: lambda: stage_speech(out, workers, allow_missing_voices),
+        3: lambda: stage_speech(out, workers or available_cores(), allow_missing_voices),
         4: lambda: stage_manifests(out, allow_missing_voices),
         5: lambda: stage_lm(out),
     }
@@ -415,7 +417,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stage", type=int, default=1, choices=range(1, 6))
     parser.add_argument("--stop-stage", type=int, default=5, choices=range(1, 6))
-    parser.add_argument("--workers", type=int, default=2, help="rendering processes")
+    parser.add_argument(
+        "--num-jobs", "--workers", dest="workers", type=int,
+        help=f"rendering processes (default: the cores this process may use, {available_cores()} here)",
+    )  # fmt: skip
     parser.add_argument(
         "--allow-missing-voices",
         action="store_true",

@@ -222,3 +222,13 @@ def test_argument_parser():
     assert parser.parse_args(["--out", "b"]).corpus_dir is None
     with pytest.raises(SystemExit):
         parser.parse_args(["--corpus-dir", "a"])
+
+
+def test_jobs_default_to_the_cores_this_process_may_use(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 5}, raising=False)
+    assert common.available_cores() == 2  # a container's or taskset's share, not the machine's 64
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert common.available_cores() == 64
