@@ -1,6 +1,7 @@
 """Choose the network by measurement: variants trained on one budget of updates, scored on dev.
 
     python -m recipes.synth.compare [--study network|people] [--steps N] [--dev-cuts 300] [--only NAME ...]
+    python -m recipes.synth.compare --study people --layer-cost   # one layer's update, timed alone
 
 A study is a training config, a reference and its variants. Every variant starts from the
 study's config (same data, order and seed), changes one thing (the network, or a training
@@ -140,6 +141,34 @@ def table(study: Study, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def layer_costs(study: Study, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds of one forward and backward pass of one direction of one recurrent layer
+    of each variant, on 40 inputs of one second (30 ms steps) of the layer's input width,
+    measured side by side in this process: the cost of an update without the data, the
+    front end or the machine's other work."""
+    import time
+
+    import torch
+
+    from asr.model import ModelConfig, RecurrentLayer
+
+    costs = {}
+    for name, changes in study.variants.items():
+        net = {k.removeprefix("model.net."): v for k, v in {**study.reference, **changes}.items()}
+        net = {k: v for k, v in net.items() if k in ("rnn_type", "hidden_size", "proj_size")}
+        config = ModelConfig(**net)
+        width = 2 * (config.proj_size or config.hidden_size)  # a deeper layer's input
+        layer = RecurrentLayer(config.rnn_type, width, config.hidden_size, False, config.proj_size)
+        x = torch.randn(40, round(1 / 0.03), width)
+        times = []
+        for _ in range(2 + repeats):  # two warm-up passes
+            started = time.perf_counter()
+            layer(x, torch.full((40,), x.shape[1])).sum().backward()
+            times.append(time.perf_counter() - started)
+        costs[name] = round(1000 * sorted(times[2:])[repeats // 2], 1)
+    return costs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m recipes.synth.compare", description=__doc__.split("\n")[0]
@@ -150,8 +179,15 @@ def main(argv: list[str] | None = None) -> None:
         "--dev-cuts", type=int, default=300, help="cuts of each dev set every variant is scored on"
     )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run these variants only")
+    parser.add_argument(
+        "--layer-cost", action="store_true", help="only time one recurrent layer of each variant (ms)"
+    )
     args = parser.parse_args(argv)
     study = STUDIES[args.study]
+    if args.layer_cost:
+        for name, ms in layer_costs(study).items():
+            print(f"{name}: {ms} ms")
+        return
     unknown = set(args.only or ()) - set(study.variants)
     if unknown:
         parser.error(

@@ -370,3 +370,16 @@ def test_charlm_config_is_valid(capsys):
     assert exit_info.value.code in (0, None)
     config = capsys.readouterr().out
     assert "train_text: data/synth/lm/train.txt" in config and "hidden_size: 384" in config
+
+
+def test_the_comparison_times_one_layer_of_every_variant():
+    from recipes.synth.compare import STUDIES, Study, layer_costs
+
+    people = STUDIES["people"]
+    small = Study(
+        people.config, {"model.net.hidden_size": 32},
+        {"lstm": {}, "lstmp": {"model.net.proj_size": 16}, "gru": {"model.net.rnn_type": "gru"}},
+        people.dev, 1,
+    )  # fmt: skip
+    costs = layer_costs(small, repeats=1)
+    assert list(costs) == ["lstm", "lstmp", "gru"] and all(ms > 0 for ms in costs.values())
