@@ -431,16 +431,32 @@ def lm_sample_command(args) -> int:
 
 
 def lm_perplexity_command(args) -> int:
-    from asr.charlm import load_charlm, perplexity
     from asr.text import read_text_file
 
-    model = load_charlm(args.model)
+    if args.lm:
+        from asr.ngram import ArpaModel, word_perplexity
+
+        model = ArpaModel(args.lm)
+    else:
+        from asr.charlm import load_charlm, perplexity
+
+        model = load_charlm(args.model)
     for path in args.texts:
         sentences = [line.strip() for line in read_text_file(path) if line.strip()]
         if not sentences:
             raise ValueError(f"{path}: no sentences, only blank lines")
+        if not args.lm:
+            print(
+                f"{path}: perplexity {perplexity(model, sentences):.3f} per character, "
+                f"{len(sentences)} sentences"
+            )
+            continue
+        r = word_perplexity(model, sentences)
         print(
-            f"{path}: perplexity {perplexity(model, sentences):.3f} per character, {len(sentences)} sentences"
+            f"{path}: perplexity {r['perplexity']:.1f} per word "
+            f"({r['perplexity_known']:.1f} over known words), "
+            f"{r['oov']} of {r['words']} words out of the vocabulary ({100 * r['oov_rate']:.2f} %), "
+            f"{r['sentences']} sentences"
         )
     return 0
 
@@ -508,8 +524,14 @@ def _lm_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="reproducible samples (sample i uses seed + i)")
     p.set_defaults(run=lm_sample_command)
 
-    p = lm_sub.add_parser("perplexity", help="perplexity per character of a character LM on text files")
-    p.add_argument("--model", required=True, help="LM file written by 'asr lm export'")
+    p = lm_sub.add_parser(
+        "perplexity",
+        help="perplexity of a character LM (per character) or word n-gram LM (per word, with the "
+        "out-of-vocabulary rate) on text files",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="character LM file written by 'asr lm export'")
+    which.add_argument("--lm", help="word n-gram LM (ARPA, .gz too)")
     p.add_argument("texts", nargs="+", metavar="TEXT", help="text file, one sentence per line")
     p.set_defaults(run=lm_perplexity_command)
 

@@ -24,6 +24,7 @@ fewer times: the mass each would have had of its own, ``(c - D(c)) / c(h .)``, j
 
 import gzip
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ WORD_BOUNDARY = "|"  # the decoder's word separator token (sil_token): never par
 # tiny corpora (no n-gram seen twice, say): the magnitudes the estimate has on real text.
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 NEVER = -99.0  # log10 probability of <s>, which is a context but never predicted
+_SECTION = re.compile(r"\\(\d+)-grams:")
 
 
 def count_ngrams(texts: Iterable[str], order: int, alphabet: str = DEFAULT_ALPHABET) -> list[Counter]:
@@ -191,6 +193,91 @@ def arpa_words(path) -> Iterator[str]:
                 in_unigrams = line.strip() == "\\1-grams:"
             elif in_unigrams and line.strip():
                 yield line.split("\t")[1].strip()
+
+
+class ArpaModel:
+    """An ARPA file's n-grams in memory, scored as a back-off model (as KenLM and the beam
+    search do): ``log10 p(w | h)`` is the stored value of ``h w`` if there is one, else the
+    back-off weight of ``h`` plus ``log10 p(w | h')``, ``h'`` being ``h`` less its first word.
+    Words the model does not know are scored as <unk>."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.probs: dict[tuple, float] = {}
+        self.backoffs: dict[tuple, float] = {}
+        order = 0
+        with _open_text(path, "r") as f:
+            for number, line in enumerate(f, start=1):
+                if line.startswith("\\"):
+                    section = _SECTION.match(line)
+                    order = int(section[1]) if section else 0
+                    continue
+                if not order or not line.strip():
+                    continue
+                fields = line.split()
+                try:
+                    if len(fields) not in (order + 1, order + 2):
+                        raise ValueError(f"{len(fields)} fields in the {order}-grams")
+                    words = tuple(fields[1 : order + 1])
+                    self.probs[words] = float(fields[0])
+                    if len(fields) == order + 2:
+                        self.backoffs[words] = float(fields[-1])
+                except ValueError as err:
+                    problem = f"not an ARPA n-gram line ({err}): {line.strip()!r}"
+                    raise ValueError(f"{path}:{number}: {problem}") from None
+        if not self.probs:
+            raise ValueError(f"{path}: no n-grams (not an ARPA file?)")
+        self.order = max(len(g) for g in self.probs)
+        self.words = {g[0] for g in self.probs if len(g) == 1} - {BOS, EOS, UNK}
+
+    def log10_prob(self, word: str, history: tuple) -> float:
+        """``log10 p(word | history)``, ``history`` the words before it (<s> first)."""
+        history = history[len(history) - self.order + 1 :] if self.order > 1 else ()
+        history = tuple(w if w in self.words or w == BOS else UNK for w in history)
+        if word not in self.words and word != EOS:
+            word = UNK
+        backoff = 0.0
+        while True:
+            found = self.probs.get((*history, word))
+            if found is not None:
+                return backoff + found
+            if not history:
+                return backoff + self.probs.get((UNK,), NEVER)
+            backoff += self.backoffs.get(history, 0.0)
+            history = history[1:]
+
+
+def word_perplexity(model: ArpaModel, sentences: Iterable[str], alphabet: str = DEFAULT_ALPHABET) -> dict:
+    """Perplexity per word of normalised ``sentences`` (each ending with </s>, which counts as
+    a word), as KenLM's ``query`` reports it: ``perplexity`` with unknown words scored as <unk>,
+    ``perplexity_known`` over the known words only, and the number of ``oov`` words."""
+    total = known_total = 0.0
+    tokens = oov = count = 0
+    for text in sentences:
+        words = normalize_text(text, alphabet).split()
+        if not words:
+            continue
+        count += 1
+        history: tuple = (BOS,)
+        for word in [*words, EOS]:
+            score = model.log10_prob(word, history)
+            total += score
+            tokens += 1
+            if word == EOS or word in model.words:
+                known_total += score
+            else:
+                oov += 1
+            history = (*history, word)
+    if not tokens:
+        raise ValueError("no words to score: every sentence was empty after normalisation")
+    return {
+        "sentences": count,
+        "words": tokens - count,
+        "oov": oov,
+        "oov_rate": oov / max(tokens - count, 1),
+        "perplexity": 10 ** (-total / tokens),
+        "perplexity_known": 10 ** (-known_total / max(tokens - oov, 1)),
+    }
 
 
 def write_lexicon(words: Iterable[str], out_path) -> Path:

@@ -144,8 +144,6 @@ def configure_schedule(module: L.LightningModule, optimizer, scheduler):
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-
-
 class CTCTraining(L.LightningModule):
     """Trains the network on batches from :class:`~asr.data.SpeechDataModule`.
 

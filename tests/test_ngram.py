@@ -8,7 +8,7 @@ import pytest
 
 from asr import ngram
 from asr.cli import main
-from asr.ngram import build_arpa, discounts, write_lexicon
+from asr.ngram import ArpaModel, build_arpa, discounts, word_perplexity, write_lexicon
 from asr.text import read_text_file
 
 CORPUS = [
@@ -26,38 +26,11 @@ CORPUS = [
 ]
 
 
-def read_arpa(path) -> tuple[dict, dict, int]:
-    """An ARPA file's log10 probabilities and log10 backoff weights by n-gram tuple, and its order."""
-    probs, backoffs, in_section, order = {}, {}, False, 0
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.startswith("\\"):
-            in_section = line.endswith("-grams:")
-            order = int(line[1:-7]) if in_section else order
-        elif in_section and line:
-            fields = line.split("\t")
-            ngram_ = tuple(fields[1].split())
-            probs[ngram_] = float(fields[0])
-            if len(fields) == 3:
-                backoffs[ngram_] = float(fields[2])
-    return probs, backoffs, order
+def log10_prob(model: ArpaModel, history, word: str) -> float:
+    return model.log10_prob(word, tuple(history))
 
 
-def log10_prob(model: tuple[dict, dict, int], history, word: str) -> float:
-    """log10 p(word | history) by the ARPA backoff rule; unknown words are <unk>."""
-    probs, backoffs, order = model
-
-    def known(w: str) -> str:
-        return w if (w,) in probs else "<unk>"
-
-    context = tuple(map(known, history))[max(0, len(history) - order + 1) :]
-    word, penalty = known(word), 0.0
-    while (*context, word) not in probs:
-        penalty += backoffs.get(context, 0.0)
-        context = context[1:]
-    return penalty + probs[(*context, word)]
-
-
-def sentence_log10_prob(model, words: list[str]) -> float:
+def sentence_log10_prob(model: ArpaModel, words: list[str]) -> float:
     tokens = ["<s>", *words, "</s>"]
     return sum(log10_prob(model, tokens[:i], tokens[i]) for i in range(1, len(tokens)))
 
@@ -70,12 +43,12 @@ def trigram(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(("order", "min_count"), [(1, 1), (2, 1), (3, 1), (4, 1), (2, 2), (3, 2), (4, 3)])
 @pytest.mark.parametrize("corpus", [CORPUS, ["just one sentence"], ["a", "a b", "b a a"]])
 def test_conditional_probabilities_sum_to_one(tmp_path, order, min_count, corpus):
-    model = read_arpa(build_arpa(corpus, tmp_path / "lm.arpa", order=order, min_count=min_count))
+    model = ArpaModel(build_arpa(corpus, tmp_path / "lm.arpa", order=order, min_count=min_count))
     # KenLM needs every n-gram's prefix and suffix in the model; Kneser-Ney counts provide them.
-    assert all(g[:-1] in model[0] and g[1:] in model[0] for g in model[0] if len(g) > 1)
-    predicted = [g[0] for g in model[0] if len(g) == 1 and g != ("<s>",)]  # vocabulary, </s>, <unk>
+    assert all(g[:-1] in model.probs and g[1:] in model.probs for g in model.probs if len(g) > 1)
+    predicted = [g[0] for g in model.probs if len(g) == 1 and g != ("<s>",)]  # vocabulary, </s>, <unk>
     # Every context in the model, each with an unseen word in front, plus unseen ones.
-    histories = {g for g in model[0] if g[-1] != "</s>"} | {("<s>",), ("zebra",), ("zebra", "cat")}
+    histories = {g for g in model.probs if g[-1] != "</s>"} | {("<s>",), ("zebra",), ("zebra", "cat")}
     histories |= {("zebra", *h) for h in list(histories)}
     for history in histories:
         total = sum(10 ** log10_prob(model, history, w) for w in predicted)
@@ -85,7 +58,8 @@ def test_conditional_probabilities_sum_to_one(tmp_path, order, min_count, corpus
 def test_arpa_header_and_special_entries(trigram):
     text = trigram.read_text()
     assert text.startswith("\\data\\\n") and text.endswith("\\end\\\n")
-    probs, backoffs, _ = read_arpa(trigram)
+    model = ArpaModel(trigram)
+    probs, backoffs = model.probs, model.backoffs
     for n, size in enumerate(ngram.arpa_sizes(trigram), start=1):
         assert size == sum(len(g) == n for g in probs)
     assert probs[("<s>",)] == -99 and ("<s>",) in backoffs
@@ -93,21 +67,21 @@ def test_arpa_header_and_special_entries(trigram):
 
 
 def test_frequent_continuation_beats_rare_one(trigram, tmp_path):
-    model = read_arpa(trigram)
+    model = ArpaModel(trigram)
     assert log10_prob(model, ["on", "the"], "mat") > log10_prob(model, ["on", "the"], "sofa")
     assert log10_prob(model, ["<s>", "the"], "cat") > log10_prob(model, ["<s>", "the"], "dog")
     # Below the top order Kneser-Ney counts left contexts, not occurrences: "the cat" only
     # follows <s>, so a trigram model's bigram p(cat | the) is no higher than p(log | the).
-    bigram = read_arpa(build_arpa(CORPUS, tmp_path / "bigram.arpa", order=2))
+    bigram = ArpaModel(build_arpa(CORPUS, tmp_path / "bigram.arpa", order=2))
     assert log10_prob(bigram, ["the"], "cat") > log10_prob(bigram, ["the"], "log")
 
 
 def test_pruning_leaves_out_rare_ngrams_of_the_highest_order_only(trigram, tmp_path):
-    full, pruned = read_arpa(trigram), read_arpa(build_arpa(CORPUS, tmp_path / "pruned.arpa", min_count=2))
-    kept = Counter(len(g) for g in pruned[0])
-    assert kept[1] == Counter(len(g) for g in full[0])[1] and kept[2] == Counter(len(g) for g in full[0])[2]
-    assert ("sat", "on", "the") in pruned[0] and ("on", "the", "sofa") not in pruned[0]  # 4 times, once
-    assert ("on", "the", "sofa") in full[0]
+    full, pruned = ArpaModel(trigram), ArpaModel(build_arpa(CORPUS, tmp_path / "pruned.arpa", min_count=2))
+    kept, before = Counter(len(g) for g in pruned.probs), Counter(len(g) for g in full.probs)
+    assert kept[1] == before[1] and kept[2] == before[2]
+    assert ("sat", "on", "the") in pruned.probs and ("on", "the", "sofa") not in pruned.probs  # 4 times, once
+    assert ("on", "the", "sofa") in full.probs
     # Its mass went to the backoff: the pruned model leaves more to words after "on the" it never saw there.
     assert log10_prob(pruned, ["on", "the"], "fish") > log10_prob(full, ["on", "the"], "fish")
     with pytest.raises(ValueError, match="min_count"):
@@ -115,8 +89,8 @@ def test_pruning_leaves_out_rare_ngrams_of_the_highest_order_only(trigram, tmp_p
 
 
 def test_text_is_normalised_and_unknown_words_are_unk(tmp_path):
-    model = read_arpa(build_arpa(["THE Cat, sat!", "in 1984...", "   "], tmp_path / "lm.arpa", order=2))
-    words = {g[0] for g in model[0] if len(g) == 1}
+    model = ArpaModel(build_arpa(["THE Cat, sat!", "in 1984...", "   "], tmp_path / "lm.arpa", order=2))
+    words = {g[0] for g in model.probs if len(g) == 1}
     assert words == {"<s>", "</s>", "<unk>", "the", "cat", "sat", "in", "nineteen", "eighty", "four"}
     # An unseen word gets <unk>'s share of the unigram mass: less than a seen word's.
     assert -99 < log10_prob(model, ["the"], "zebra") < log10_prob(model, ["the"], "sat")
@@ -133,8 +107,8 @@ def test_kenlm_in_flashlight_loads_and_agrees(trigram, tmp_path):
     from flashlight.lib.text.decoder.kenlm import KenLM
     from flashlight.lib.text.dictionary import create_word_dict, load_words
 
-    model = read_arpa(trigram)
-    lexicon = write_lexicon([g[0] for g in model[0] if len(g) == 1], tmp_path / "lexicon.txt")
+    model = ArpaModel(trigram)
+    lexicon = write_lexicon([g[0] for g in model.probs if len(g) == 1], tmp_path / "lexicon.txt")
     words = create_word_dict(load_words(str(lexicon)))
     lm = KenLM(str(trigram), words)
 
@@ -150,6 +124,48 @@ def test_kenlm_in_flashlight_loads_and_agrees(trigram, tmp_path):
     assert kenlm_score(seen) > kenlm_score(shuffled) + 1
     for sentence in (seen, shuffled, ["zebra", "the", "cat"], ["dogs", "sat"]):
         assert kenlm_score(sentence) == pytest.approx(sentence_log10_prob(model, sentence), abs=1e-4)
+
+
+def test_word_perplexity_counts_unknown_words_and_scores_them_as_unk(trigram):
+    model = ArpaModel(trigram)
+    seen, odd = ["the cat sat on the mat"], ["the zebra sat on the mat", "mat the on"]
+    result = word_perplexity(model, seen + ["", "?!"])  # empty sentences are not scored
+    assert result["sentences"] == 1 and result["words"] == 6 and result["oov"] == 0
+    # Per word, </s> included: 10 ** -(log10 p(sentence) / 7).
+    total = sentence_log10_prob(model, seen[0].split())
+    assert result["perplexity"] == pytest.approx(10 ** (-total / 7)) == result["perplexity_known"]
+    other = word_perplexity(model, odd)
+    assert other["oov"] == 1 and other["oov_rate"] == pytest.approx(1 / 9)
+    assert other["perplexity"] > result["perplexity"]
+    # Over known words only, zebra's <unk> score is left out.
+    unk = log10_prob(model, ["<s>", "the"], "zebra")
+    everything = sum(sentence_log10_prob(model, s.split()) for s in odd)
+    assert other["perplexity"] == pytest.approx(10 ** (-everything / 11))
+    assert other["perplexity_known"] == pytest.approx(10 ** (-(everything - unk) / 10))
+
+
+def test_arpa_reader_takes_any_whitespace_and_names_a_bad_line(tmp_path, trigram):
+    spaced = tmp_path / "spaced.arpa"
+    spaced.write_text(trigram.read_text().replace("\t", " "))
+    assert ArpaModel(spaced).probs == ArpaModel(trigram).probs
+    broken = tmp_path / "broken.arpa"
+    lines = trigram.read_text().splitlines()
+    lines[lines.index("\\2-grams:") + 1] = "-0.5\tcat"
+    broken.write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=rf"{broken}:\d+: not an ARPA n-gram line"):
+        ArpaModel(broken)
+    (tmp_path / "empty.arpa").write_text("\\data\\\n\\end\\\n")
+    with pytest.raises(ValueError, match="no n-grams"):
+        ArpaModel(tmp_path / "empty.arpa")
+
+
+def test_asr_lm_perplexity_of_a_word_lm(tmp_path, trigram, capsys):
+    (tmp_path / "text.txt").write_text("the cat sat on the mat\nthe zebra sat\n")
+    assert main(["lm", "perplexity", "--lm", str(trigram), str(tmp_path / "text.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "perplexity " in out and "per word" in out
+    assert "1 of 9 words out of the vocabulary (11.11 %), 2 sentences" in out
+    assert main(["lm", "perplexity", "--lm", str(tmp_path / "text.txt"), str(tmp_path / "text.txt")]) == 1
 
 
 def test_lexicon_format_for_torchaudio_ctc_decoder(tmp_path, trigram):
