@@ -15,6 +15,8 @@ INIT ?=
 FIT_ARGS = $(if $(INIT),--model.init_from $(if $(filter default,$(INIT)),$(DEFAULT_MODEL),$(INIT)))
 # People's speech (recipes/uqm): the shipped model trains on it (mix.yaml) and is scored on it.
 HUMAN_CUTS := data/uqm/cuts_train.jsonl.gz
+# A second, small test of people's speech (recipes/tuxpaint: spoken stamp descriptions), scored only.
+TUXPAINT_CUTS := data/tuxpaint/cuts_test_tuxpaint.jsonl.gz
 # The shipped default model (trained by `make train RECIPE=synth`, put here by `make ship`),
 # its word 3-gram LM, and <model>.decoding.json, the beam search tuned for the two.
 DEFAULT_MODEL := asr/models/default.pt
@@ -22,7 +24,7 @@ DEFAULT_LM := asr/models/default.arpa.gz
 # The model `make eval` scores: the shipped one for synth (on the synth test sets and on
 # people's dev_human and test_human), else the recipe's own (trained by `make train` when missing).
 MODEL ?= $(if $(filter synth,$(RECIPE)),$(DEFAULT_MODEL),$(EXP)/model.pt)
-EVAL_CUTS := $(DATA)/cuts_test*.jsonl.gz $(if $(filter synth,$(RECIPE)),data/uqm/cuts_*_human.jsonl.gz)
+EVAL_CUTS := $(DATA)/cuts_test*.jsonl.gz $(if $(filter synth,$(RECIPE)),data/uqm/cuts_*_human.jsonl.gz $(TUXPAINT_CUTS))
 # The run `make ship` exports as the default model.
 SHIP_RUN ?= exp/synth-mix
 DEMO := recipes/synth/demo
@@ -103,6 +105,9 @@ prepare: setup ## make the RECIPE's manifests under data/RECIPE
 $(HUMAN_CUTS): | setup
 	$(BIN)/python -m recipes.uqm.prepare --out data/uqm
 
+$(TUXPAINT_CUTS): | setup
+	$(BIN)/python -m recipes.tuxpaint.prepare --out data/tuxpaint
+
 train: prepare $(if $(findstring data/uqm,$(file < $(CONFIG))),$(HUMAN_CUTS)) ## train RECIPE with CONFIG in exp/RECIPE[-CONFIG] (resumes its last checkpoint; INIT=default fine-tunes the shipped model), then export
 	$(BIN)/asr fit --config $(CONFIG) $(FIT_ARGS) \
 		$$([ -f $(EXP)/checkpoints/last.ckpt ] && echo --ckpt_path $(EXP)/checkpoints/last.ckpt)
@@ -118,7 +123,7 @@ ship: ## SHIP_RUN's best checkpoint -> the shipped model, with its LM and tuned 
 	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz data/uqm/cuts_dev_human.jsonl.gz --model $(DEFAULT_MODEL) \
 		--lm $(DEFAULT_LM) --first 300 --beam-size 128 --beam-size-token 5 --save
 
-eval: prepare $(if $(filter synth,$(RECIPE)),$(HUMAN_CUTS)) $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
+eval: prepare $(if $(filter synth,$(RECIPE)),$(HUMAN_CUTS) $(TUXPAINT_CUTS)) $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
 	$(BIN)/asr evaluate --model $(MODEL) $(EVAL_CUTS) --output-dir $(EXP) \
 		--decoder $(DECODERS) $(if $(COMPARE),--compare $(COMPARE))
 
