@@ -36,9 +36,11 @@ DECODERS ?= greedy beam
 PREPARE_ARGS := $(if $(CORPUS),--corpus-dir $(CORPUS)) $(if $(SIZE),--size $(SIZE))
 # Debian packages the recipes and tests use: speech synthesizers and their voices, sentence
 # text (fortunes, the World English Bible, WordNet) and background music for augmentation;
-# chromium: the browser the web page of `asr serve` is tested in (driven by Playwright).
+# chromium: the browser the web page of `asr serve` is tested in (driven by Playwright);
+# g++ and zlib1g-dev: to build KenLM's build_binary.
 APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
-	fortunes fortunes-min sword-text-web libsword-utils wordnet-base asterisk-moh-opsound-wav chromium
+	fortunes fortunes-min sword-text-web libsword-utils wordnet-base asterisk-moh-opsound-wav chromium \
+	g++ zlib1g-dev
 # More voices from Debian's contrib and non-free sections (RHVoice, MBROLA, SVOX Pico, festival's
 # rab), installed through the project's own apt configuration (recipes/debian.py), which reaches
 # those sections without editing the machine's apt sources.
@@ -52,12 +54,26 @@ help: ## list the targets
 	@echo "  variables: RECIPE=$(RECIPE) CONFIG=$(CONFIG) MODEL=$(MODEL) COMPARE=$(COMPARE) DECODERS=$(DECODERS)"
 	@echo "             CORPUS=<downloaded corpus> SIZE=<recipe size, e.g. small> INIT=default|<model>"
 
-setup: system $(VENV)/.installed ## create .venv and install the package, its pins and dev tools
+setup: system $(VENV)/.installed $(BIN)/build_binary ## create .venv and install the package, its pins and dev tools
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
+
+# KenLM's build_binary (no Debian package; the kenlm sdist on PyPI holds its C++ source, built
+# as its compile_query_only.sh does, with zlib for .arpa.gz): the beam search turns an ARPA LM
+# into a memory-mapped binary trie once, which then loads in milliseconds (asr/decoding.py).
+KENLM_SDIST := kenlm==0.3.0
+$(BIN)/build_binary: | $(VENV)/.installed
+	rm -rf $(VENV)/kenlm && mkdir -p $(VENV)/kenlm
+	$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: --no-build-isolation \
+		-d $(VENV)/kenlm $(KENLM_SDIST)
+	tar -xzf $(VENV)/kenlm/kenlm-*.tar.gz -C $(VENV)/kenlm --strip-components 1
+	cd $(VENV)/kenlm && g++ -I. -O2 -DNDEBUG -DKENLM_MAX_ORDER=6 -DHAVE_ZLIB -w -o build_binary \
+		lm/build_binary_main.cc $$(ls util/double-conversion/*.cc util/*.cc lm/*.cc | grep -v -e 'test\.cc$$' -e 'main\.cc$$') \
+		-lz -lrt
+	mv $(VENV)/kenlm/build_binary $@ && rm -rf $(VENV)/kenlm
 
 system: ## install the Debian packages (as root), or print the commands to run
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

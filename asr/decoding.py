@@ -1,9 +1,13 @@
 """CTC decoding: per-frame log-probabilities -> text, with word times and confidences."""
 
+import gzip
 import hashlib
+import itertools
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -181,16 +185,28 @@ class DecodingOptions:
 
 
 class BeamSearch:
-    """CTC prefix beam search (torchaudio's flashlight decoder) with optional language models.
+    """CTC prefix beam search (flashlight-text's decoders) with optional language models.
 
     A word n-gram LM needs a lexicon: the search then spells only its words. A character LM
     alone scores each character as it is emitted, so any spelling stays possible; beside an
     n-gram it rescores the n-gram search's hypotheses: beam score + ``charlm_weight`` x the
     log-probability of the hypothesis's text, end of sentence included.
+
+    The decoders are built here rather than through torchaudio's ``ctc_decoder`` wrapper,
+    which read the lexicon twice and rebuilt the spelling trie for every search: the word
+    dictionary, LM and trie are made once per lexicon and LM (:func:`_word_search`) and
+    shared by searches with other weights (``asr lm tune``'s grid, ``asr serve``).
     """
 
     def __init__(self, options: DecodingOptions, tokenizer: CharTokenizer, frame_shift: float):
-        from torchaudio.models.decoder import ctc_decoder
+        from flashlight.lib.text.decoder import (
+            CriterionType,
+            LexiconDecoder,
+            LexiconDecoderOptions,
+            LexiconFreeDecoder,
+            LexiconFreeDecoderOptions,
+            ZeroLM,
+        )
 
         from asr.charlm import CharLMScorer, load_charlm
 
@@ -199,41 +215,63 @@ class BeamSearch:
         # time, when threads share it (asr serve's workers).
         self.lock = threading.Lock()
         self.lexicon = bool(options.lexicon or options.lm)
-        # The decoder's tokens in our id order: blank "-" and "|" for the space (its word separator).
-        tokens = ["-", *("|" if t == " " else t for t in tokenizer.tokens[1:])]
-        lexicon, lm, lm_weight, nbest = options.lexicon, options.lm, options.lm_weight, options.nbest
+        # The decoder's tokens are our ids: the blank first, the space its word separator.
+        self.blank, space = tokenizer.blank_id, tokenizer.space_id
+        beam_size_token = options.beam_size_token or len(tokenizer)
         self.charlm = load_charlm(options.charlm) if options.charlm else None
-        if lm and not lexicon:
-            lexicon = _lexicon_of(lm)
-        if lm:
-            lm = _kenlm(str(lm), str(lexicon))
+        self.nbest = options.nbest
+        if self.lexicon:
+            lexicon = options.lexicon or str(_lexicon_of(options.lm))
+            self.words, lm, trie = _word_search(lexicon, options.lm, tuple(tokenizer.tokens))
             if self.charlm:
-                nbest = max(nbest, options.rescore_nbest)
-        elif self.charlm:
-            lm = CharLMScorer(self.charlm, ["-", *tokenizer.tokens[1:]])
-            lm_weight = options.charlm_weight
-        self.decoder = ctc_decoder(
-            lexicon=str(lexicon) if lexicon else None, tokens=tokens, lm=lm, nbest=nbest,
-            beam_size=options.beam_size, beam_size_token=options.beam_size_token,
-            beam_threshold=options.beam_threshold,
-            lm_weight=lm_weight if lm else 0.0, word_score=options.word_score, sil_token="|",
-        )  # fmt: skip
+                self.nbest = max(self.nbest, options.rescore_nbest)
+            settings = LexiconDecoderOptions(
+                beam_size=options.beam_size, beam_size_token=beam_size_token,
+                beam_threshold=options.beam_threshold, lm_weight=options.lm_weight if options.lm else 0.0,
+                word_score=options.word_score, unk_score=float("-inf"), sil_score=0.0, log_add=False,
+                criterion_type=CriterionType.CTC,
+            )  # fmt: skip
+            unk = self.words.get_index(UNK_WORD)
+            self.decoder = LexiconDecoder(settings, trie, lm, space, self.blank, unk, [], False)
+        else:
+            if self.charlm:
+                lm = CharLMScorer(self.charlm, ["-", *tokenizer.tokens[1:]])
+                lm_weight = options.charlm_weight
+            else:
+                lm, lm_weight = ZeroLM(), 0.0
+            settings = LexiconFreeDecoderOptions(
+                beam_size=options.beam_size, beam_size_token=beam_size_token,
+                beam_threshold=options.beam_threshold, lm_weight=lm_weight, sil_score=0.0, log_add=False,
+                criterion_type=CriterionType.CTC,
+            )  # fmt: skip
+            self.decoder = LexiconFreeDecoder(settings, lm, space, self.blank, [])
+        self.lm = lm  # the decoder holds a reference the Python side must keep alive
+
+    def _search(self, log_probs: torch.Tensor) -> list[tuple[list[int], list[str], float]]:
+        """(tokens without blanks and repeats, words, score) of the ``nbest`` best hypotheses."""
+        with self.lock:
+            results = self.decoder.decode(log_probs.data_ptr(), log_probs.shape[0], log_probs.shape[1])
+        hyps = []
+        for result in results[: self.nbest]:
+            tokens = [t for t, _ in itertools.groupby(result.tokens) if t != self.blank]
+            words = [self.words.get_entry(w) for w in result.words if w >= 0] if self.lexicon else []
+            hyps.append((tokens, words, result.score))
+        return hyps
 
     def __call__(self, log_probs: torch.Tensor) -> list[list[Word]]:
         """(T, V) log-probabilities of one utterance -> up to ``nbest`` word sequences, best first."""
         log_probs = log_probs.float().contiguous()
-        with self.lock:
-            hyps = self.decoder(log_probs[None])[0]
+        hyps = self._search(log_probs)
         # With a lexicon the decoder's words are the transcript: its tokens may run two words
         # together and end in an unfinished one.
         texts = [
-            " ".join(hyp.words if self.lexicon else self.tokenizer.decode(hyp.tokens.tolist()).split())
-            for hyp in hyps
+            " ".join(words if self.lexicon else self.tokenizer.decode(tokens).split())
+            for tokens, words, _ in hyps
         ]
         if self.charlm and self.lexicon and texts:
             from asr.charlm import sentence_log_probs
 
-            scores = torch.tensor([hyp.score for hyp in hyps])
+            scores = torch.tensor([score for _, _, score in hyps])
             scores += self.options.charlm_weight * sentence_log_probs(self.charlm, texts)
             texts = [texts[i] for i in scores.argsort(descending=True, stable=True).tolist()]
         return [
@@ -243,36 +281,154 @@ class BeamSearch:
 
 
 def _lexicon_of(lm: str) -> Path:
-    """A lexicon of the LM's words, written once beside it (``<lm>.lexicon``), or in the user's
-    cache folder when the LM's folder is read-only (an installed package's model)."""
+    """A lexicon of the LM's words, written once beside it (``<lm>.lexicon``, see :func:`_beside`)
+    and again when the LM is newer."""
     from asr.ngram import arpa_words, write_lexicon
 
-    path = Path(f"{lm}.lexicon")
-    if not os.access(path.parent, os.W_OK):
-        key = hashlib.sha1(str(Path(lm).resolve()).encode()).hexdigest()[:16]
-        path = Path.home() / ".cache" / "asr" / f"{key}.lexicon"
+    path = _beside(lm, ".lexicon")
     if not path.exists() or path.stat().st_mtime < Path(lm).stat().st_mtime:
         write_lexicon(arpa_words(lm), path)
     return path
 
 
-@lru_cache(maxsize=2)
-def _kenlm(lm: str, lexicon: str):
-    """The n-gram LM loaded once (seconds for a large ARPA), whatever weights decode with it.
+def _beside(lm: str, suffix: str) -> Path:
+    """Where a file made from the LM goes: ``<lm><suffix>``, or the user's cache folder when
+    the LM's folder is read-only (an installed package's model)."""
+    path = Path(f"{lm}{suffix}")
+    if not os.access(path.parent, os.W_OK):
+        key = hashlib.sha1(str(Path(lm).resolve()).encode()).hexdigest()[:16]
+        path = Path.home() / ".cache" / "asr" / f"{key}{suffix}"
+    return path
 
-    Its word ids are those the decoder gives the lexicon's words, in the lexicon's order.
-    """
+
+UNK_WORD = "<unk>"
+
+
+def read_lexicon(path) -> dict[str, list[str]]:
+    """The spellings of each word of a flashlight lexicon (``word<TAB>c h a r s`` lines), in
+    the file's order, each spelling as the string of its characters."""
+    lexicon: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            word, _, spelling = line.rstrip("\n").partition("\t")
+            if not word.strip():
+                continue
+            if not spelling.strip():
+                raise ValueError(f"{path}:{number}: no spelling after the word (expected word<TAB>c h a r s)")
+            lexicon.setdefault(word, []).append(spelling.replace(" ", ""))
+    if not lexicon:
+        raise ValueError(f"{path}: an empty lexicon")
+    return lexicon
+
+
+@lru_cache(maxsize=2)
+def _word_search(lexicon: str, lm: str | None, tokens: tuple[str, ...]):
+    """What a lexicon search needs, built once whatever the weights: the word dictionary (the
+    lexicon's words in order, then <unk>), the n-gram LM (or none) and the trie of spellings,
+    each word's unigram score smeared over its prefixes."""
+    from flashlight.lib.text.decoder import SmearingMode, Trie, ZeroLM
+    from flashlight.lib.text.dictionary import Dictionary
+
+    spellings = read_lexicon(lexicon)
+    words = Dictionary()
+    for word in spellings:
+        words.add_entry(word)
+    if UNK_WORD not in spellings:
+        words.add_entry(UNK_WORD)
+    words.set_default_index(words.get_index(UNK_WORD))
+    model = _kenlm(lm, words) if lm else ZeroLM()
+    spell = _speller(tokens)
+    trie = Trie(len(tokens), tokens.index(" "))
+    start = model.start(False)
+    for index, (word, forms) in enumerate(spellings.items()):
+        _, score = model.score(start, index)
+        for form in forms:
+            ids = spell(form)
+            if ids is None:
+                unknown = next(c for c in form if spell(c) is None)
+                raise ValueError(
+                    f"{lexicon}: {word!r} is spelled with {unknown!r}, not one of the model's tokens"
+                )
+            trie.insert(ids, index, score)
+    trie.smear(SmearingMode.MAX)
+    return words, model, trie
+
+
+def _speller(tokens: tuple[str, ...]):
+    """A function from a spelling to its token ids (None if a character is no token); no word
+    spells the blank (id 0) or the space. Latin-1 alphabets go through ``bytes.translate``,
+    5x faster than a dict per character: the search's trie is built from 67,000 words at start-up."""
+    ids = {t: i for i, t in enumerate(tokens) if i and t != " "}
+    if any(ord(t) > 255 for t in ids):
+        return lambda form: [ids[c] for c in form] if all(c in ids for c in form) else None
+    table = bytearray([255]) * 256
+    for t, i in ids.items():
+        table[ord(t)] = i
+
+    def spell(form: str) -> list[int] | None:
+        try:
+            found = form.encode("latin-1").translate(table)
+        except UnicodeEncodeError:
+            return None
+        return None if 255 in found else list(found)
+
+    return spell
+
+
+def _kenlm(lm: str, words):
+    """The n-gram LM, its word ids those of ``words``; KenLM's binary form when there is one
+    (see :func:`binary_lm`), which loads in a fraction of the time an ARPA file takes."""
     from flashlight.lib.text.decoder.kenlm import KenLM
-    from flashlight.lib.text.dictionary import create_word_dict, load_words
 
     if not Path(lm).is_file():
         raise FileNotFoundError(f"{lm}: no such language model file")
-    words = create_word_dict(load_words(lexicon))
+    path = binary_lm(lm)
     try:
         with _without_kenlm_notes():
-            return KenLM(lm, words)
+            return KenLM(path, words)
     except RuntimeError as err:  # KenLM's message: where in its code, then what was wrong
+        if path != lm:  # a damaged cache: rebuilt next time, the ARPA file now
+            Path(path).unlink(missing_ok=True)
+            return _kenlm(lm, words)
         raise ValueError(f"{lm}: not a readable ARPA language model ({str(err).splitlines()[-1]})") from None
+
+
+def build_binary_tool() -> str | None:
+    """KenLM's ``build_binary`` (``make setup`` builds it into the environment), if present."""
+    beside = Path(sys.executable).with_name("build_binary")
+    return str(beside) if beside.is_file() else shutil.which("build_binary")
+
+
+def binary_lm(lm: str) -> str:
+    """KenLM's binary trie of an ARPA file, made once beside it (``<lm>.binary``, or in the
+    user's cache folder when that folder is read-only) and remade when the ARPA file is newer;
+    ``lm`` itself when ``build_binary`` is not installed or the file is not ARPA."""
+    path = _beside(lm, ".binary")
+    if path.is_file() and path.stat().st_mtime >= Path(lm).stat().st_mtime:
+        return str(path)
+    tool = build_binary_tool()
+    if tool is None or not _is_arpa(lm):
+        return lm
+
+    def build(partial: Path) -> None:
+        result = subprocess.run([tool, "-s", "trie", lm, str(partial)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ValueError(f"{lm}: build_binary failed: {result.stderr.strip().splitlines()[-1:]}")
+
+    try:
+        write_atomically(path, build)
+    except ValueError:
+        return lm  # KenLM reads the ARPA file and names what is wrong with it
+    return str(path)
+
+
+def _is_arpa(lm: str) -> bool:
+    opener = gzip.open if lm.endswith(".gz") else open
+    try:
+        with opener(lm, "rb") as f:
+            return f.read(64).lstrip().startswith(b"\\data\\")
+    except OSError:
+        return False
 
 
 # What KenLM writes to file descriptor 2 while it reads an ARPA file, each time: a note that a

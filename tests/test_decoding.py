@@ -10,17 +10,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from asr import decoding
 from asr.charlm import CharLM, CharLMConfig, save_charlm
 from asr.decoding import (
     BeamSearch,
     DecodingOptions,
     Word,
-    _kenlm,
     _lexicon_of,
+    _speller,
     _without_kenlm_notes,
+    _word_search,
     align_words,
+    binary_lm,
+    build_binary_tool,
     greedy_decode,
     read_beam_defaults,
+    read_lexicon,
     words_from_tokens,
     write_beam_defaults,
 )
@@ -232,7 +237,7 @@ def test_beam_size_token_tries_only_the_likeliest_tokens_of_each_frame(word_lm):
 
 def test_an_lm_loads_without_kenlm_notes_and_a_bad_one_is_named(word_lm, tmp_path, capfd):
     lm = str(build_arpa(["a cat sat", "the cat"], tmp_path / "new.arpa"))  # not loaded before
-    _kenlm(lm, str(_lexicon_of(lm)))
+    _word_search(str(_lexicon_of(lm)), lm, tuple(TOKENIZER.tokens))
     assert capfd.readouterr().err == ""  # KenLM says "Loading the LM will be faster if ..."
     with _without_kenlm_notes():
         os.write(2, b"Loading the LM will be faster if you build a binary file.\nReading lm.arpa\n")
@@ -241,7 +246,62 @@ def test_an_lm_loads_without_kenlm_notes_and_a_bad_one_is_named(word_lm, tmp_pat
     bad = tmp_path / "bad.arpa"
     bad.write_text("\\data\\\nngram 1=many\n")
     with pytest.raises(ValueError, match=f"{bad}: not a readable ARPA language model"):
-        _kenlm(str(bad), str(_lexicon_of(word_lm)))
+        _word_search(str(_lexicon_of(word_lm)), str(bad), tuple(TOKENIZER.tokens))
+
+
+needs_build_binary = pytest.mark.skipif(
+    build_binary_tool() is None, reason="KenLM's build_binary is not built"
+)
+
+
+@needs_build_binary
+def test_an_arpa_lm_is_searched_through_its_binary_made_once_and_remade_when_stale(tmp_path, monkeypatch):
+    text = ["the cat sat on the mat", "a cat sat", "the cat sat down", "my dog sat on the cat"]
+    lm = str(build_arpa(text, tmp_path / "lm.arpa.gz", order=3))
+    emissions = ambiguous_log_probs(first="m", second="c")
+    options = DecodingOptions(method="beam", lm=lm, lm_weight=1.0, nbest=3)
+    binary = Path(f"{lm}.binary")
+    with_binary = BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions)
+    assert binary.read_bytes().startswith(b"mmap lm ")  # KenLM's binary header
+    made = binary.stat().st_mtime_ns
+    _word_search.cache_clear()
+    assert binary_lm(lm) == str(binary) and binary.stat().st_mtime_ns == made  # not made again
+    # The same search as over the ARPA file itself (build_binary not installed).
+    binary.unlink()
+    _word_search.cache_clear()
+    monkeypatch.setattr(decoding, "build_binary_tool", lambda: None)
+    assert binary_lm(lm) == lm
+    assert BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions) == with_binary
+    assert not binary.exists()
+    monkeypatch.undo()
+    _word_search.cache_clear()
+    # A binary older than its ARPA file is made again; a damaged one too, never a crash.
+    assert binary_lm(lm) == str(binary)
+    stale = Path(lm).stat().st_mtime - 100
+    os.utime(binary, (stale, stale))
+    assert binary_lm(lm) == str(binary) and binary.stat().st_mtime > stale + 50
+    size = binary.stat().st_size
+    binary.write_bytes(binary.read_bytes()[:100])
+    _word_search.cache_clear()
+    assert BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions) == with_binary
+    assert binary.stat().st_size == size
+
+
+def test_lexicon_errors_name_the_file_and_line(tmp_path):
+    (tmp_path / "ok.lexicon").write_text("cat\tc a t\ncat\tk a t\n\ndog\td o g\n")
+    assert read_lexicon(tmp_path / "ok.lexicon") == {"cat": ["cat", "kat"], "dog": ["dog"]}
+    (tmp_path / "bad.lexicon").write_text("cat\tc a t\ndog\n")
+    with pytest.raises(ValueError, match=r"bad.lexicon:2: no spelling"):
+        read_lexicon(tmp_path / "bad.lexicon")
+    (tmp_path / "odd.lexicon").write_text("caf\u00e9\tc a f \u00e9\n")
+    with pytest.raises(ValueError, match="odd.lexicon: 'caf\u00e9' is spelled with '\u00e9'"):
+        _word_search(str(tmp_path / "odd.lexicon"), None, tuple(TOKENIZER.tokens))
+    assert _speller(tuple(TOKENIZER.tokens))("don't") == TOKENIZER.encode("don't")
+    greek = _speller(("<blank>", " ", "\u03b1", "\u03b2"))  # an alphabet beyond Latin-1
+    assert greek("\u03b2\u03b1") == [3, 2] and greek("\u03b1c") is None and greek(" ") is None
+    (tmp_path / "greek.lexicon").write_text("\u03b1\u03b2\t\u03b1 \u03b2\n")  # beyond Latin-1 too
+    with pytest.raises(ValueError, match="greek.lexicon: '\u03b1\u03b2' is spelled with '\u03b1'"):
+        _word_search(str(tmp_path / "greek.lexicon"), None, tuple(TOKENIZER.tokens))
 
 
 def test_a_lexicon_keeps_the_search_to_its_words(word_lm):
