@@ -5,7 +5,8 @@
 Parts: training (throughput against a deepspeech.pytorch-style loop), inference (x real time
 and WER: fp32, bf16, int8, ONNX Runtime, beam + LM, PocketSphinx), limit (FLOPs per audio
 second against the measured matmul peak), scaling (input length and batch size), serving
-(requests per second and latency of asr serve for 1, 4 and 16 clients). Each part
+(requests per second and latency of asr serve for 1, 4 and 16 clients), startup (one clip
+from the command line, whole process, and its stages, beside PocketSphinx's). Each part
 runs in its own process; the results file is rewritten after each, so a failed part keeps
 the others'. All figures come from this one run on this one machine.
 """
@@ -14,16 +15,17 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import inference, limit, scaling, serving, training
+from benchmarks import inference, limit, scaling, serving, startup, training
 from benchmarks.common import DATA, bench_corpus, in_fresh_process, machine, write_json
 
-PARTS = ("training", "inference", "limit", "scaling", "serving")
+PARTS = ("training", "inference", "limit", "scaling", "serving", "startup")
 TITLES = {
     "training": "Training throughput (same cuts, same model size)",
     "inference": "Inference: x real time and accuracy (bench test sets, 100 clips each)",
     "limit": "The hardware limit",
     "scaling": "Scaling with input length and batch size",
     "serving": "Serving: asr serve under 1, 4 and 16 clients at once",
+    "startup": "Start-up: one clip from the command line",
 }
 
 
@@ -35,6 +37,8 @@ def _arguments(part: str, repeats: int, model: str | None) -> list[str]:
         return model_args
     if part == "serving":
         return model_args
+    if part == "startup":
+        return ["--repeats", str(repeats)]
     return [*model_args, "--repeats", str(repeats)]
 
 
@@ -76,6 +80,7 @@ def report(results: dict) -> str:
         "limit": lambda r: limit.markdown(r, _greedy_speed(results)),
         "scaling": scaling.markdown,
         "serving": serving.markdown,
+        "startup": startup.markdown,
     }
     for part in PARTS:
         if part in results:

@@ -105,6 +105,9 @@ def test_report_and_chart_show_every_part(tmp_path):
             {"batching": "batched", "decoder": "greedy", "clients": 16, "requests_per_second": 20.5,
              "x_real_time": 66.0, "p50_ms": 700.0, "p90_ms": 800.0, "p99_ms": 900.0, "batches": 9},
         ]},
+        "startup": {"clip": "clip.flac", "repeats": 5, "rows": [
+            {"command": "asr transcribe (beam + LM, default)", "seconds": 1.87, "text": "a cat"}],
+            "stages": [["import torch", 0.9], ["beam search built (ARPA LM)", 1.45]]},
     }  # fmt: skip
     text = run.report(results)
     assert "greedy 400x real time" in text and "greedy 40x and beam + LM 10x PocketSphinx's speed" in text
@@ -112,6 +115,10 @@ def test_report_and_chart_show_every_part(tmp_path):
     assert "120.0 GFLOP/s: 100 % of the fp32 square peak" in text  # 3e8 FLOP x 400
     assert "one recording, transcribed" in text
     assert "| greedy | batched | 16 | 20.5 | 66 | 700 | 800 | 900 | 9 |" in text
+    assert (
+        "| asr transcribe (beam + LM, default) | 1.87 |" in text
+        and "| beam search built (ARPA LM) | 1.450 |" in text
+    )
     run.chart(results, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
