@@ -19,7 +19,7 @@ Pruning (``min_count``, as KenLM's ``--prune``) leaves out n-grams of the highes
 fewer times: the mass each would have had of its own, ``(c - D(c)) / c(h .)``, joins
 ``gamma(h)``, so the model still sums to one and those words are scored by the lower order.
 
-``write_lexicon`` writes the spelling of each word for torchaudio's ``ctc_decoder``.
+``write_lexicon`` writes the spelling of each word for the beam search (flashlight's lexicon format).
 """
 
 import gzip
@@ -281,7 +281,7 @@ def word_perplexity(model: ArpaModel, sentences: Iterable[str], alphabet: str = 
 
 
 def write_lexicon(words: Iterable[str], out_path) -> Path:
-    """Write a lexicon for torchaudio's ``ctc_decoder`` (flashlight format), atomically.
+    """Write a lexicon for the beam search (flashlight's format), atomically.
 
     One line per distinct word: the word, a tab, its characters separated by spaces, e.g.
     ``don't<TAB>d o n ' t``. No word boundary token ends a spelling: a CTC recognizer emits a
