@@ -315,6 +315,28 @@ def argument_parser(corpus: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def staged_main(
+    prepare: Callable[..., object], argv: list[str] | None, corpus: str, description: str, corpus_help: str,
+    stop_stage: int,
+) -> None:  # fmt: skip
+    """The command line of a recipe of Debian packages: ``--out``, ``--corpus-dir``, ``--stage``,
+    ``--stop-stage`` passed to ``prepare(out, corpus_dir, stage, stop_stage)``; a CorpusError or
+    DebianError becomes one line on stderr and exit status 1."""
+    from recipes import debian
+
+    parser = argparse.ArgumentParser(prog=f"python -m recipes.{corpus}.prepare", description=description)
+    parser.add_argument("--out", type=Path, required=True, help=f"output folder (data/{corpus})")
+    parser.add_argument("--corpus-dir", type=Path, help=corpus_help)
+    parser.add_argument("--stage", type=int, default=1)
+    parser.add_argument("--stop-stage", type=int, default=stop_stage)
+    args = parser.parse_args(argv)
+    try:
+        prepare(args.out, args.corpus_dir, args.stage, args.stop_stage)
+    except (CorpusError, debian.DebianError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
 def run(prepare: Callable[..., object], corpus_dir: Path | None, out_dir: Path, **options) -> None:
     """Call ``prepare(corpus_dir, out_dir, **options)`` for a recipe's command line.
 

@@ -18,8 +18,6 @@ Stages, each resumable:
               file or an English line, unreadable clips)
 """
 
-import argparse
-import sys
 from pathlib import Path
 
 from asr.text import normalize_text
@@ -91,23 +89,10 @@ def prepare(out: Path, corpus_dir: Path | None = None, stage: int = 1, stop_stag
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m recipes.tuxpaint.prepare", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--out", type=Path, required=True, help="output folder (data/tuxpaint)")
-    parser.add_argument(
-        "--corpus-dir",
-        type=Path,
-        help=f"{PACKAGE} already unpacked (dpkg-deb -x), or / where it is installed",
-    )
-    parser.add_argument("--stage", type=int, default=1)
-    parser.add_argument("--stop-stage", type=int, default=2)
-    args = parser.parse_args(argv)
-    try:
-        prepare(args.out, args.corpus_dir, args.stage, args.stop_stage)
-    except (common.CorpusError, debian.DebianError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    common.staged_main(
+        prepare, argv, "tuxpaint", __doc__.split("\n\n")[0],
+        corpus_help=f"{PACKAGE} already unpacked (dpkg-deb -x), or / where it is installed", stop_stage=2,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,11 +22,9 @@ The voice pack's ``3dovoice.rmp`` says which dialogue file each character's clip
 pack's own ``.txt`` for five characters, the game's for the rest); the recipe reads it the same way.
 """
 
-import argparse
 import json
 import random
 import re
-import sys
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -325,23 +323,11 @@ def prepare(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m recipes.uqm.prepare", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--out", type=Path, required=True, help="output folder (data/uqm)")
-    parser.add_argument(
-        "--corpus-dir",
-        type=Path,
-        help="uqm-voice and uqm-content already unpacked (dpkg-deb -x), or a game install",
-    )
-    parser.add_argument("--stage", type=int, default=1)
-    parser.add_argument("--stop-stage", type=int, default=3)
-    args = parser.parse_args(argv)
-    try:
-        prepare(args.out, args.corpus_dir, args.stage, args.stop_stage)
-    except (common.CorpusError, debian.DebianError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    common.staged_main(
+        prepare, argv, "uqm", __doc__.split("\n\n")[0],
+        corpus_help="uqm-voice and uqm-content already unpacked (dpkg-deb -x), or a game install",
+        stop_stage=3,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
