@@ -356,10 +356,11 @@ def _word_search(lexicon: str, lm: str | None, tokens: tuple[str, ...]):
 
 def _speller(tokens: tuple[str, ...]):
     """A function from a spelling to its token ids (None if a character is no token); no word
-    spells the blank (id 0) or the space. Latin-1 alphabets go through ``bytes.translate``,
-    5x faster than a dict per character: the search's trie is built from 67,000 words at start-up."""
+    spells the blank (id 0) or the space. Latin-1 alphabets of fewer than 255 tokens go
+    through ``bytes.translate`` rather than a dict lookup per character: the search's trie is
+    built from 67,000 words at start-up."""
     ids = {t: i for i, t in enumerate(tokens) if i and t != " "}
-    if any(ord(t) > 255 for t in ids):
+    if len(tokens) >= 255 or any(ord(t) > 255 for t in ids):
         return lambda form: [ids[c] for c in form] if all(c in ids for c in form) else None
     table = bytearray([255]) * 256
     for t, i in ids.items():
