@@ -15,10 +15,9 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from benchmarks.common import write_json
+from benchmarks.common import timed, write_json
 
 CLIP = "recipes/synth/demo/synth-test-000000.flac"
 ASR = str(Path(sys.executable).with_name("asr"))
@@ -70,15 +69,15 @@ print(json.dumps([(name, round(t - marks[i][1], 4)) for i, (name, t) in enumerat
 
 def wall(command: list[str], repeats: int) -> tuple[float, str]:
     """Median wall seconds of ``command`` run ``repeats`` times, and its output."""
-    times, out = [], ""
-    for _ in range(repeats):
-        started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        times.append(time.perf_counter() - started)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-        out = done.stdout.strip()
-    return statistics.median(times), out
+    runs: list[subprocess.CompletedProcess] = []
+    times = [
+        timed(lambda: runs.append(subprocess.run(command, capture_output=True, text=True)))
+        for _ in range(repeats)
+    ]
+    failed = next((run for run in runs if run.returncode != 0), None)
+    if failed is not None:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{failed.stderr[-2000:]}")
+    return statistics.median(times), runs[-1].stdout.strip()
 
 
 def measure(clip: str, repeats: int) -> dict:
