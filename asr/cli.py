@@ -3,6 +3,7 @@
     asr fit|validate|test|predict --config recipes/<corpus>/<config>.yaml   (LightningCLI)
     asr export CHECKPOINT MODEL [--format pt|onnx]
     asr average CHECKPOINT... -o MODEL   (the mean of a run's last checkpoints)
+    asr data shard MANIFEST OUT_DIR [--shard-size 1000]   (cuts and their audio as Shar shards)
     asr transcribe FILE... [--model MODEL] [--format txt|json|jsonl|srt|vtt|tsv]
     asr stream FILE [--model MODEL] [--chunk-ms 200] [--realtime]
     asr serve [--model MODEL] [--host 127.0.0.1] [--port 8000] [--workers 1]   (HTTP, WebSocket, web page)
@@ -345,6 +346,18 @@ def average_command(args) -> int:
     size = Path(args.output).stat().st_size / 1e6
     print(f"{args.output}: the mean of {len(args.checkpoints)} networks, {net.config.rnn_type} x "
           f"{net.config.num_layers}, {size:.1f} MB")  # fmt: skip
+    return 0
+
+
+def data_shard_command(args) -> int:
+    from asr.manifests import write_shar
+
+    options = {"overwrite": args.overwrite, "seed": args.seed, "quiet": args.quiet}
+    if args.shard_size is not None:
+        options["shard_size"] = args.shard_size
+    done = write_shar(args.manifest, args.out_dir, **options)
+    hours = done.seconds / 3600
+    print(f"{args.out_dir}: {done.cuts} cuts in {done.shards} shards, {hours:.2f} hours of audio")
     return 0
 
 
@@ -715,7 +728,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_arguments(p)
     p.set_defaults(run=plot_command)
     _lm_parser(sub)
+    _data_parser(sub)
     return parser
+
+
+def _data_parser(sub) -> None:
+    data = sub.add_parser("data", help="training data: manifests as Shar shards")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    p = data_sub.add_parser(
+        "shard", help="a cut manifest and its audio as lhotse Shar shards, read by training a shard at a time"
+    )
+    p.add_argument("manifest", metavar="MANIFEST", help="lhotse cut manifest (.jsonl[.gz])")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the shards to")
+    # No default here: asr.manifests.SHARD_SIZE (importing lhotse would slow every command's start).
+    p.add_argument("--shard-size", type=int, help="cuts per shard (default: 1000)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists (once complete)")
+    p.add_argument("--seed", type=int, default=0, help="of the random order the cuts are written in")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (none is shown unless stderr is a terminal)"
+    )
+    p.set_defaults(run=data_shard_command)
 
 
 def _exit_now(code: int) -> NoReturn:

@@ -1,0 +1,191 @@
+"""Shar shards: `asr data shard` writes them whole or not at all, nothing of the audio lost;
+they are read a shard at a time, in another order each epoch; a damaged or missing shard is
+named."""
+
+import io
+import math
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+from lhotse import CutSet, MonoCut, Recording
+
+from asr.cli import main
+from asr.manifests import open_shar, read_cuts, shar_shards
+
+SHARD_SIZE = 5  # 20 training clips: 4 shards
+
+
+@pytest.fixture(scope="module")
+def shar(corpus, tmp_path_factory):
+    """The corpus's training manifest as Shar shards of 5 cuts."""
+    out = tmp_path_factory.mktemp("shar") / "train"
+    assert main(["data", "shard", corpus["train"], str(out), "--shard-size", str(SHARD_SIZE)]) == 0
+    return out
+
+
+def test_a_manifest_round_trips_through_asr_data_shard(corpus, shar, capsys):
+    manifest = {cut.id: cut for cut in read_cuts(corpus["train"])}
+    sharded = list(open_shar(shar))
+    assert sorted(cut.id for cut in sharded) == sorted(manifest)
+    assert [cut.id for cut in sharded] != list(manifest)  # written in a random order
+    for cut in sharded:
+        before = manifest[cut.id]
+        assert cut.supervisions[0].text == before.supervisions[0].text
+        assert cut.duration == before.duration and cut.sampling_rate == before.sampling_rate
+        assert cut.recording.sources[0].type == "memory"  # the audio came with the cut
+        np.testing.assert_array_equal(cut.load_audio(), before.load_audio())
+    assert len(shar_shards(shar)) == math.ceil(len(manifest) / SHARD_SIZE)
+    hours = sum(c.duration for c in manifest.values()) / 3600
+    out = shar.parent / "again"
+    assert main(["data", "shard", corpus["train"], str(out), "--shard-size", "7", "--quiet"]) == 0
+    assert capsys.readouterr().out == f"{out}: 20 cuts in 3 shards, {hours:.2f} hours of audio\n"
+
+
+def _clip(path, rate: int, subtype: str, channels: int = 1, seconds: float = 1.0) -> Recording:
+    rng = np.random.default_rng(rate)
+    samples = (0.3 * rng.standard_normal((int(rate * seconds), channels))).clip(-1, 1)
+    sf.write(path, samples.astype(np.float32), rate, subtype=subtype)
+    return Recording.from_file(path, recording_id=path.stem)
+
+
+def test_rates_depths_and_lossy_files_are_kept_as_they_are(tmp_path):
+    deep, floats, vorbis, plain = (
+        _clip(tmp_path / "deep.wav", 11025, "PCM_24", channels=2),
+        _clip(tmp_path / "floats.wav", 8000, "FLOAT"),
+        _clip(tmp_path / "vorbis.ogg", 22050, "VORBIS"),
+        _clip(tmp_path / "plain.wav", 16000, "PCM_16"),
+    )
+    cuts = CutSet.from_cuts([
+        MonoCut("deep", 0.0, deep.duration, 1, recording=deep),  # one channel of two
+        MonoCut("floats", 0.0, floats.duration, 0, recording=floats),
+        MonoCut("vorbis", 0.0, vorbis.duration, 0, recording=vorbis),
+        MonoCut("part", 0.25, 0.5, 0, recording=plain),  # a part of a file
+    ])  # fmt: skip
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    assert main(["data", "shard", str(tmp_path / "cuts.jsonl.gz"), str(tmp_path / "shar")]) == 0
+    for cut in open_shar(tmp_path / "shar"):
+        before = cuts[cut.id]
+        assert cut.sampling_rate == before.sampling_rate
+        np.testing.assert_array_equal(cut.load_audio(), before.load_audio())
+    ((_, audio),) = shar_shards(tmp_path / "shar")
+    with tarfile.open(audio) as tar:
+        members = {m.name.split(".")[0]: m.name for m in tar.getmembers() if not m.name.endswith(".json")}
+        kept = tar.extractfile(members["vorbis"]).read()
+    # Integer PCM becomes FLAC of its depth; float samples and a lossy codec stay as they were.
+    assert members == {
+        "deep": "deep.flac",
+        "floats": "floats.wav",
+        "vorbis": "vorbis.ogg",
+        "part": "part.flac",
+    }
+    assert kept == (tmp_path / "vorbis.ogg").read_bytes()
+    assert sf.info(io.BytesIO(_member(audio, "deep.flac"))).subtype == "PCM_24"
+
+
+def _member(tar_path, name: str) -> bytes:
+    with tarfile.open(tar_path) as tar:
+        return tar.extractfile(name).read()
+
+
+def test_shards_come_in_another_order_each_epoch_each_read_through(shar):
+    cuts = open_shar(shar, shuffle=True, seed=0)
+
+    def epoch() -> list[str]:
+        origins = [cut.shard_origin.name for cut in cuts]
+        # A shard is read from start to end before the next: its cuts come together.
+        runs = [name for k, name in enumerate(origins) if k == 0 or name != origins[k - 1]]
+        assert len(origins) == 20 and len(runs) == len(set(runs)) == 4
+        return runs
+
+    first, second = epoch(), epoch()
+    assert first != second
+    cuts.data.epoch = 0  # the order follows the epoch: a resumed run sees the same one again
+    assert epoch() == first
+    assert [cut.shard_origin.name for cut in open_shar(shar)][::SHARD_SIZE] == [
+        f"cuts.{k:06d}.jsonl.gz" for k in range(4)
+    ]
+
+
+def _damaged(shar, tmp_path, damage) -> str:
+    copy = tmp_path / "shar"
+    shutil.copytree(shar, copy)
+    damage(copy)
+    return str(copy)
+
+
+def _drop_last_clip(tar_path) -> None:
+    """Rewrite a tar without its last clip: a well-formed tar, one clip short."""
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(tar_path, "w") as tar:
+        for member, data in members[:-2]:
+            tar.addfile(member, io.BytesIO(data))
+
+
+def _halve(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _halve_keeping_a_tar_end(path) -> None:
+    """Cut a tar mid-member, then end it as a tar ends: only reading it finds the damage."""
+    data = path.read_bytes()[: path.stat().st_size // 2 // 512 * 512]
+    path.write_bytes(data + bytes(1024))
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "message"),
+    [
+        (lambda d: _halve(d / "recording.000001.tar"), ValueError, r"recording\.000001\.tar: cut short"),
+        (lambda d: (d / "recording.000002.tar").unlink(), FileNotFoundError,
+         r"recording\.000002\.tar: missing, while cuts\.000002\.jsonl\.gz is there"),
+        (lambda d: (d / "cuts.000003.jsonl.gz").unlink(), FileNotFoundError,
+         r"cuts\.000003\.jsonl\.gz: missing"),
+    ],
+)  # fmt: skip
+def test_a_missing_or_cut_short_shard_is_named_when_opened(shar, tmp_path, damage, error, message):
+    folder = _damaged(shar, tmp_path, damage)
+    with pytest.raises(error, match=message):
+        open_shar(folder)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: _drop_last_clip(d / "recording.000001.tar"),
+         r"recording\.000001\.tar: holds the audio of 4 of the 5 cuts of cuts\.000001\.jsonl\.gz"),
+        (lambda d: _halve_keeping_a_tar_end(d / "recording.000002.tar"),
+         r"recording\.000002\.tar: cannot be read .*ReadError"),
+        (lambda d: _halve(d / "cuts.000003.jsonl.gz"), r"cuts\.000003\.jsonl\.gz: cannot be read .*EOFError"),
+    ],
+)  # fmt: skip
+def test_a_damaged_shard_is_named_when_read(shar, tmp_path, damage, message):
+    cuts = open_shar(_damaged(shar, tmp_path, damage))
+    with pytest.raises(ValueError, match=message):
+        list(cuts)
+
+
+def test_an_existing_folder_is_refused_and_a_failed_write_leaves_it_whole(corpus, tmp_path, capsys):
+    out = tmp_path / "shar"
+    assert main(["data", "shard", corpus["train"], str(out)]) == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert main(["data", "shard", corpus["dev"], str(out)]) == 1
+    assert f"{out}: already exists; give another folder, or --overwrite" in capsys.readouterr().err
+    # A cut whose audio has gone: the run fails part-way and leaves the old shards in place.
+    cuts = list(read_cuts(corpus["dev"]))
+    gone = tmp_path / "gone.flac"
+    shutil.copy(cuts[-1].recording.sources[0].source, gone)
+    cuts[-1] = MonoCut("gone", 0.0, cuts[-1].duration, 0, recording=Recording.from_file(gone))
+    gone.unlink()
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    assert main(["data", "shard", str(tmp_path / "cuts.jsonl.gz"), str(out), "--overwrite"]) == 1
+    assert f"cut gone: its audio ({gone}) cannot be read" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert main(["data", "shard", corpus["dev"], str(out), "--overwrite"]) == 0
+    assert sorted(cut.id for cut in open_shar(out)) == sorted(cut.id for cut in read_cuts(corpus["dev"]))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "cuts.jsonl.gz",
+        "shar",
+    ]  # nothing hidden left
