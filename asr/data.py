@@ -1,5 +1,6 @@
-"""Data: lhotse cut manifests -> duration-bounded, length-bucketed batches of padded audio
-(:class:`SpeechDataModule`); text files -> batches of sentences (:class:`TextDataModule`).
+"""Data: lhotse cut manifests or Shar folders (:mod:`asr.manifests`) -> duration-bounded,
+length-bucketed batches of padded audio (:class:`SpeechDataModule`); text files -> batches of
+sentences (:class:`TextDataModule`).
 
 The sampler (lhotse ``DynamicBucketingSampler``) runs in the main process and hands each
 batch's cuts to a DataLoader worker, which reads and resamples the audio there.
@@ -20,7 +21,7 @@ from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.manifests import read_cuts
+from asr.manifests import SharCuts, is_shar, open_shar, read_cuts
 from asr.text import read_text_file
 
 
@@ -124,18 +125,49 @@ def set_names(manifests: list[str]) -> list[str]:
     return [f"{Path(m).parent.name}_{stem}" for m, stem in zip(manifests, stems, strict=True)]
 
 
+# A Shar cut holds its encoded audio in memory from the moment it is read until its batch is
+# drawn, and the bucketing sampler keeps ``buffer_size`` cuts waiting in its buckets. lhotse's
+# default of 20,000 cuts of 5 s at 16 kHz, as FLAC (62 % of 16-bit PCM on the smoke clips:
+# 100 kB each), would hold 2 GB in each training process (each rank under DDP), 4.8 GB for
+# LibriSpeech's 12 s clips. 2,000 hold a tenth of that and still give each of 10 buckets 200
+# cuts: five batches of 40 five-second cuts at the default max_duration of 200 s. A manifest's
+# cuts hold no audio (~1 kB each in memory: 20 MB for 20,000) and keep lhotse's default.
+SHAR_BUFFER_SIZE = 2000
+
+
+class BucketingSampler(DynamicBucketingSampler):
+    """lhotse's ``DynamicBucketingSampler`` that hands its epoch to the Shar folders it reads
+    (``shars``), so their shard order follows the sampler's epoch: another order each epoch,
+    and the same order again when a resumed run replays its epoch.
+
+    lhotse restores a sampler by drawing the batches of the interrupted epoch again from its
+    start (``_fast_forward``, which calls ``set_epoch``). Its Shar reader counts epochs by its
+    own full passes, which a new process starts again from 0: without this, a resumed run
+    would replay epoch 0's shard order and go on with the wrong batches, silently.
+    """
+
+    def __init__(self, *cuts, shars: list[SharCuts], **kwargs):
+        self.shars = shars
+        super().__init__(*cuts, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        for shar in self.shars:
+            shar.epoch = epoch
+
+
 class SpeechDataModule(L.LightningDataModule):
-    """Train/validation/test data from lhotse cut manifests.
+    """Train/validation/test data from lhotse cut manifests or Shar folders.
 
     Args:
-        train_cuts, val_cuts, test_cuts: paths of cut manifests (JSONL, optionally gzipped), or
-            lists of them. Several training manifests are mixed (see ``train_weights``);
-            several validation or test manifests are each scored on their own as well as
-            together (``val_wer_<name>``, see :func:`set_names`).
-        train_weights: the share of training cuts drawn from each training manifest (lhotse
-            ``CutSet.mux``). An epoch is one pass over the first manifest; the others are
-            repeated as often as their share needs. Default: in proportion to their sizes,
-            each read once an epoch.
+        train_cuts, val_cuts, test_cuts: paths of cut manifests (JSONL, optionally gzipped) or
+            of Shar folders (written by ``asr data shard``), or lists of them. Several training
+            sets are mixed (see ``train_weights``); several validation or test sets are each
+            scored on their own as well as together (``val_wer_<name>``, see :func:`set_names`).
+        train_weights: the share of training cuts drawn from each training set (lhotse
+            ``CutSet.mux``). An epoch is one pass over the first set; the others are repeated
+            as often as their share needs. Default: in proportion to their sizes, each read once
+            an epoch.
         predict_cuts: manifest for ``asr predict``; the test manifest when not given.
         max_duration: seconds of audio per batch (before padding).
         num_buckets: length buckets; more buckets, less padding.
@@ -144,6 +176,21 @@ class SpeechDataModule(L.LightningDataModule):
         band_limit, band_limit_p: sample rates a training cut is passed through, and how often
             (:class:`CutBatches`).
         seed: shuffling and perturbation seed.
+
+    A Shar folder is read lazily, a shard at a time from start to end
+    (:func:`~asr.manifests.open_shar`): for training its shards come in an order drawn from
+    ``seed`` and the epoch, and the bucketing sampler shuffles the cuts of the shards it holds
+    (:data:`SHAR_BUFFER_SIZE`); validation and test read the shards in order. Each cut's audio
+    arrives in memory with it, and the DataLoader workers decode it. Under DDP every rank reads
+    every shard, in the same order, and trains on every ``world_size``-th batch (the lhotse
+    sampler splits the batches; the trainer's own distributed sampler is off): each rank reads
+    the whole set from disk each epoch and decodes only its own batches. (Splitting the shards
+    between ranks instead, lhotse's ``split_for_dataloading``, would combine with the sampler's
+    split and leave each rank 1/world_size² of the data.)
+
+    A run resumed mid-epoch goes on with the next batch with Shar folders too: lhotse replays
+    the epoch up to there, reading those shards again (no decoding), in the same order
+    (:class:`BucketingSampler`).
     """
 
     def __init__(
@@ -173,27 +220,36 @@ class SpeechDataModule(L.LightningDataModule):
         """The names of the ``stage`` ("val" or "test") manifests, as the metrics call them."""
         return set_names(_as_list(self.hparams[f"{stage}_cuts"]))
 
-    def _train_cuts(self) -> CutSet:
+    def _open(self, path, train: bool = False) -> CutSet:
+        if is_shar(path):
+            return open_shar(path, shuffle=train, seed=self.hparams.seed)
+        return read_cuts(path)
+
+    def _mixed(self, sets: list[CutSet]) -> CutSet:
+        """The training sets as one stream of cuts."""
         hp = self.hparams
-        sets = [read_cuts(path) for path in _as_list(hp.train_cuts)]
         if len(sets) == 1:
             return sets[0]
         if hp.train_weights is None:  # drawn in proportion to their sizes: each read once an epoch
-            return CutSet.mux(*sets, weights=[sum(1 for _ in c) for c in sets], seed=hp.seed)
+            # A Shar folder is counted from its cuts files alone, without reading its audio.
+            sizes = [len(c) if isinstance(c.data, SharCuts) else sum(1 for _ in c) for c in sets]
+            return CutSet.mux(*sets, weights=sizes, seed=hp.seed)
         first, *rest = sets
         # stop_early: the epoch ends with the first manifest, the only one that is not repeated.
         return CutSet.mux(
             first, *(c.repeat() for c in rest), weights=hp.train_weights, stop_early=True, seed=hp.seed
         )
 
-    def _loader(self, cuts: CutSet, train: bool = False) -> torch.utils.data.DataLoader:
+    def _loader(self, cuts: CutSet, shars: list[SharCuts], train: bool = False):
         hp = self.hparams
         # Bucketing needs at least as many cuts as buckets; a tiny manifest gets fewer buckets.
         buckets = sum(1 for _ in islice(cuts, hp.num_buckets))
         if buckets > 1:
-            sampler = DynamicBucketingSampler(
-                cuts, max_duration=hp.max_duration, num_buckets=buckets, shuffle=train, seed=hp.seed
-            )
+            buffer = {"buffer_size": SHAR_BUFFER_SIZE} if shars else {}
+            sampler = BucketingSampler(
+                cuts, max_duration=hp.max_duration, num_buckets=buckets, shuffle=train, seed=hp.seed,
+                shars=shars, **buffer,
+            )  # fmt: skip
         else:
             sampler = DynamicCutSampler(cuts, max_duration=hp.max_duration, shuffle=train, seed=hp.seed)
         loader = {
@@ -221,20 +277,27 @@ class SpeechDataModule(L.LightningDataModule):
         return manifests
 
     def train_dataloader(self):
-        self._manifests("train")
-        return self._loader(self._train_cuts(), train=True)
+        sets = [self._open(path, train=True) for path in self._manifests("train")]
+        return self._loader(self._mixed(sets), _shars(sets), train=True)
+
+    def _eval_loader(self, path) -> torch.utils.data.DataLoader:
+        cuts = self._open(path)
+        return self._loader(cuts, _shars([cuts]))
 
     def val_dataloader(self):
-        loaders = [self._loader(read_cuts(m)) for m in self._manifests("val")]
+        loaders = [self._eval_loader(m) for m in self._manifests("val")]
         return loaders[0] if len(loaders) == 1 else loaders
 
     def test_dataloader(self):
-        loaders = [self._loader(read_cuts(m)) for m in self._manifests("test")]
+        loaders = [self._eval_loader(m) for m in self._manifests("test")]
         return loaders[0] if len(loaders) == 1 else loaders
 
     def predict_dataloader(self):
-        manifest = self.hparams.predict_cuts or self._manifests("test")[0]
-        return self._loader(read_cuts(manifest))
+        return self._eval_loader(self.hparams.predict_cuts or self._manifests("test")[0])
+
+
+def _shars(sets: list[CutSet]) -> list[SharCuts]:
+    return [cuts.data for cuts in sets if isinstance(cuts.data, SharCuts)]
 
 
 def _as_list(manifests: str | list[str] | None) -> list[str]:

@@ -1,19 +1,24 @@
 """Shar shards: `asr data shard` writes them whole or not at all, nothing of the audio lost;
-they are read a shard at a time, in another order each epoch; a damaged or missing shard is
-named."""
+training reads them a shard at a time, in another order each epoch, resumable; a damaged or
+missing shard is named."""
 
 import io
 import math
 import shutil
 import tarfile
+from copy import deepcopy
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from lhotse import CutSet, MonoCut, Recording
 
+from asr import cli
 from asr.cli import main
+from asr.data import SpeechDataModule
 from asr.manifests import open_shar, read_cuts, shar_shards
+from tests.test_cli import _fit_args
 
 SHARD_SIZE = 5  # 20 training clips: 4 shards
 
@@ -109,6 +114,46 @@ def test_shards_come_in_another_order_each_epoch_each_read_through(shar):
     ]
 
 
+def _ids(batches) -> list[list[str]]:
+    return [sorted(cut.id for cut in batch) for batch in batches]
+
+
+def test_a_restored_sampler_goes_on_with_the_batches_of_its_epoch(shar):
+    def sampler():
+        return SpeechDataModule(str(shar), max_duration=8, num_workers=0).train_dataloader().sampler
+
+    interrupted = sampler()
+    for epoch in range(3):  # three whole epochs, then two batches of the fourth
+        interrupted.set_epoch(epoch)
+        assert sum(len(batch) for batch in interrupted) == 20
+    interrupted.set_epoch(3)
+    batches = iter(interrupted)  # the sampler itself: iterating it again would start the epoch anew
+    done = _ids([next(batches), next(batches)])
+    state = deepcopy(interrupted.state_dict())
+    rest = []
+    while (batch := next(batches, None)) is not None:
+        rest += _ids([batch])
+    assert rest and sorted(sum(done + rest, [])) == sorted(cut.id for cut in open_shar(shar))
+    resumed = sampler()  # as in a new process: its shard reader has made no pass yet
+    resumed.load_state_dict(state)
+    assert _ids(resumed) == rest
+
+
+def test_a_shar_folder_mixes_with_a_manifest(shar, corpus):
+    data = SpeechDataModule([str(shar), corpus["dev"]], max_duration=8, num_workers=0)
+    ids = sorted(cut.id for batch in data.train_dataloader().sampler for cut in batch)
+    expected = [cut.id for path in (corpus["train"], corpus["dev"]) for cut in read_cuts(path)]
+    assert ids == sorted(expected)  # by default each set is read once an epoch
+
+
+def test_training_steps_from_a_shar_folder(corpus, shar, tmp_path):
+    args = _fit_args(corpus, tmp_path, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1")
+    trainer = cli.lightning_cli([*args, "--data.train_cuts", str(shar)]).trainer
+    assert trainer.global_step == 2
+    assert torch.isfinite(trainer.callback_metrics["train_loss"])
+    assert trainer.train_dataloader.sampler.shars  # read from the shards
+
+
 def _damaged(shar, tmp_path, damage) -> str:
     copy = tmp_path / "shar"
     shutil.copytree(shar, copy)
@@ -149,6 +194,8 @@ def test_a_missing_or_cut_short_shard_is_named_when_opened(shar, tmp_path, damag
     folder = _damaged(shar, tmp_path, damage)
     with pytest.raises(error, match=message):
         open_shar(folder)
+    with pytest.raises(error, match=message):  # before training starts
+        SpeechDataModule(folder, num_workers=0).train_dataloader()
 
 
 @pytest.mark.parametrize(
