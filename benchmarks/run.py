@@ -6,7 +6,9 @@ Parts: training (throughput against a deepspeech.pytorch-style loop), inference 
 and WER: fp32, bf16, int8, ONNX Runtime, beam + LM, PocketSphinx), limit (FLOPs per audio
 second against the measured matmul peak), scaling (input length and batch size), serving
 (requests per second and latency of asr serve for 1, 4 and 16 clients), startup (one clip
-from the command line, whole process, and its stages, beside PocketSphinx's). Each part
+from the command line, whole process, and its stages, beside PocketSphinx's), data (peak RSS
+of the training sampler over lazy manifests of 10,000 and 1,000,000 cuts; audio read from Shar
+shards against one file per clip). Each part
 runs in its own process; the results file is rewritten after each, so a failed part keeps
 the others'. All figures come from this one run on this one machine.
 """
@@ -15,10 +17,10 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import inference, limit, scaling, serving, startup, training
+from benchmarks import data, inference, limit, scaling, serving, startup, training
 from benchmarks.common import DATA, bench_corpus, in_fresh_process, machine, write_json
 
-PARTS = ("training", "inference", "limit", "scaling", "serving", "startup")
+PARTS = ("training", "inference", "limit", "scaling", "serving", "startup", "data")
 TITLES = {
     "training": "Training throughput (same cuts, same model size)",
     "inference": "Inference: x real time and accuracy (bench test sets, 100 clips each)",
@@ -26,6 +28,7 @@ TITLES = {
     "scaling": "Scaling with input length and batch size",
     "serving": "Serving: asr serve under 1, 4 and 16 clients at once",
     "startup": "Start-up: one clip from the command line",
+    "data": "Training data at scale: lazy manifest memory, Shar read speed",
 }
 
 
@@ -37,7 +40,7 @@ def _arguments(part: str, repeats: int, model: str | None) -> list[str]:
         return model_args
     if part == "serving":
         return model_args
-    if part == "startup":
+    if part in ("startup", "data"):
         return ["--repeats", str(repeats)]
     return [*model_args, "--repeats", str(repeats)]
 
@@ -60,6 +63,14 @@ def summary(results: dict) -> list[str]:
                 f"{ours['x_real_time'] / ps['x_real_time']:.0f}x and beam + LM "
                 f"{beam['x_real_time'] / ps['x_real_time']:.0f}x PocketSphinx's speed"
             )
+    if "data" in results:
+        memory, read = results["data"]["memory"], results["data"]["read"]
+        small, large = min(memory, key=lambda r: r["size"]), max(memory, key=lambda r: r["size"])
+        lines.append(
+            f"- data: the training sampler's peak RSS over {large['size']:,} cuts "
+            f"{results['data']['memory_ratio']:.2f}x that over {small['size']:,}; Shar shards read "
+            f"{read['ratio_shar_vs_files']:.2f}x as fast as one file per clip"
+        )
     return lines
 
 
@@ -81,6 +92,7 @@ def report(results: dict) -> str:
         "scaling": scaling.markdown,
         "serving": serving.markdown,
         "startup": startup.markdown,
+        "data": data.markdown,
     }
     for part in PARTS:
         if part in results:

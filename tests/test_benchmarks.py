@@ -1,6 +1,7 @@
 """The benchmarks' own arithmetic and plumbing (their figures come from `make bench`)."""
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from asr.decoding import DecodingOptions, write_beam_defaults
 from asr.evaluation import evaluate
 from asr.model import RNN_TYPES, ModelConfig, RecurrentCTC, save_model
 from asr.onnx import FourierMel
-from benchmarks import inference, limit, run, scaling
+from benchmarks import data, inference, limit, run, scaling
 from tests.conftest import TINY
 
 CELLS = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn": torch.nn.RNNCell}
@@ -132,3 +133,26 @@ def test_the_serving_load_generator_times_every_answer():
     assert figures["requests_per_second"] > 0 and figures["x_real_time"] > 0
     assert figures["p50_ms"] <= figures["p90_ms"] <= figures["p99_ms"]
     assert 1 <= figures["batches"] <= 6
+
+
+def test_the_data_benchmark_runs_tiny_and_reports(tmp_path):
+    out = tmp_path / "data.json"
+    data.main(["--sizes", "30", "300", "--clips", "4", "--repeats", "1", "--json", str(out)])
+    result = json.loads(out.read_text())
+    # Every cut of each manifest went through the sampler, each size in its own process.
+    assert [(r["size"], r["cuts"]) for r in result["memory"]] == [(30, 30), (300, 300)]
+    assert all(r["peak_rss_mb"] >= r["rss_after_imports_mb"] > 0 for r in result["memory"])
+    read = result["read"]
+    assert read["clips"] == 4 and read["files_seconds_per_second"] > 0 and read["shar_seconds_per_second"] > 0
+    assert read["ratio_shar_vs_files"] == read["shar_seconds_per_second"] / read["files_seconds_per_second"]
+    machine = {
+        "cpu": "cpu",
+        "cores": 2,
+        "memory_gb": 1,
+        "avx512_bf16": False,
+        "torch": "x",
+        "torch_threads": 2,
+    }
+    text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": machine, "data": result})
+    assert "- data: the training sampler's peak RSS over 300 cuts" in text
+    assert "| 300 | " in text and "| Shar shards | " in text

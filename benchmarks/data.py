@@ -1,0 +1,178 @@
+"""Training data at scale: the memory of a lazy manifest, and the read speed of Shar shards.
+
+    python -m benchmarks.data --json OUT [--sizes 10000 1000000] [--clips 2000] [--repeats 3]
+
+Memory: one epoch of the training sampler (``SpeechDataModule``'s bucketing sampler, as
+``asr fit`` builds it; batches of cuts, no audio read) over a lazy manifest of each of
+``--sizes`` cuts, each size in a fresh process, so its peak RSS is its own. The manifests are
+made here, in a temporary folder: cuts of 0.5-15 s that all point at one 1 s clip (only the
+metadata is read). The ratio is the peak RSS of the largest size over that of the smallest;
+the growth of each peak over the process's size after its imports (Lightning, torch and
+lhotse) is given beside it.
+
+Read speed: audio seconds decoded (``cut.load_audio()``, what the training batches call) per
+wall second, ``--clips`` synthetic FLAC clips of 2-8 s read one file each through their
+manifest and the same clips from Shar shards (``asr data shard``), alternately, the median of
+``--repeats`` passes each. Both read files just written, from the page cache: the ratio is the
+cost of opening and seeking one file per clip against one sequential stream per shard, and
+leaves out the disk, which favours shards further (a spinning or network disk most).
+"""
+
+import argparse
+import gzip
+import json
+import random
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from benchmarks.common import in_fresh_process, peak_rss_mb, timed, write_json
+
+SIZES = (10_000, 1_000_000)  # cuts in the lazy manifests
+CLIPS = 2000  # clips read for the read speed (~2.8 h of audio)
+RATE = 16000
+
+
+def fake_manifest(path: Path, size: int, clip: Path) -> Path:
+    """A manifest of ``size`` cuts of 0.5-15 s, all pointing at ``clip``: metadata only."""
+    rng = random.Random(0)
+    recording = {"id": "clip", "sources": [{"type": "file", "channels": [0], "source": str(clip)}],
+                 "sampling_rate": RATE, "num_samples": RATE, "duration": 1.0, "channel_ids": [0]}  # fmt: skip
+    with gzip.open(path, "wt", compresslevel=1) as lines:
+        for k in range(size):
+            duration = round(rng.uniform(0.5, 15.0), 2)
+            supervision = {"id": f"cut-{k}", "recording_id": "clip", "start": 0.0, "duration": duration,
+                           "channel": 0, "text": f"sentence number {k} of the benchmark"}  # fmt: skip
+            cut = {"id": f"cut-{k}", "start": 0.0, "duration": duration, "channel": 0,
+                   "supervisions": [supervision], "recording": recording, "type": "MonoCut"}  # fmt: skip
+            lines.write(json.dumps(cut) + "\n")
+    return path
+
+
+def memory_point(manifest: str) -> dict:
+    """One epoch of the training sampler over ``manifest``, in this process."""
+    from asr.data import SpeechDataModule
+
+    before = peak_rss_mb()
+    data = SpeechDataModule(train_cuts=manifest, num_workers=0)
+    cuts = batches = 0
+    sampler = data.train_dataloader().sampler
+
+    def epoch():
+        nonlocal cuts, batches
+        for batch in sampler:
+            cuts, batches = cuts + len(batch), batches + 1
+
+    seconds = timed(epoch)
+    peak = peak_rss_mb()
+    return {"cuts": cuts, "batches": batches, "seconds": seconds, "rss_after_imports_mb": before,
+            "peak_rss_mb": peak, "growth_mb": peak - before}  # fmt: skip
+
+
+def clips(folder: Path, count: int) -> Path:
+    """``count`` FLAC clips of 2-8 s (tones gliding under a little noise) and their manifest."""
+    from lhotse import CutSet, MonoCut, Recording
+
+    rng = np.random.default_rng(0)
+    cuts = []
+    for k in range(count):
+        n = int(rng.uniform(2, 8) * RATE)
+        pitch = np.cumsum(np.linspace(*rng.uniform(100, 400, 2), n)) / RATE
+        samples = 0.3 * np.sin(2 * np.pi * pitch) + 0.01 * rng.standard_normal(n)
+        path = folder / f"clip{k:06d}.flac"
+        sf.write(path, samples.astype(np.float32), RATE, format="FLAC")
+        recording = Recording.from_file(path, recording_id=path.stem)
+        cuts.append(MonoCut(path.stem, 0.0, recording.duration, 0, recording=recording))
+    CutSet.from_cuts(cuts).to_file(folder / "cuts.jsonl.gz")
+    return folder / "cuts.jsonl.gz"
+
+
+def read_speed(count: int, repeats: int) -> dict:
+    """Audio seconds decoded per wall second: one file per clip against Shar shards."""
+    from asr.manifests import open_shar, read_cuts, write_shar
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = clips(Path(tmp), count)
+        write_shar(manifest, Path(tmp) / "shar")
+        seconds = sum(cut.duration for cut in read_cuts(manifest))
+        sources = {"files": lambda: read_cuts(manifest), "shar": lambda: open_shar(Path(tmp) / "shar")}
+        rates = {name: [] for name in sources}
+        for _ in range(repeats):  # alternately: a slower moment of the machine costs both
+            for name, cuts in sources.items():
+                rates[name].append(seconds / timed(lambda cuts=cuts: [c.load_audio() for c in cuts()]))
+    speed = {name: statistics.median(runs) for name, runs in rates.items()}
+    return {"clips": count, "audio_seconds": seconds, "runs": rates,
+            "files_seconds_per_second": speed["files"], "shar_seconds_per_second": speed["shar"],
+            "ratio_shar_vs_files": speed["shar"] / speed["files"]}  # fmt: skip
+
+
+def measure(sizes: list[int], count: int, repeats: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "clip.flac"
+        sf.write(clip, np.zeros(RATE, dtype=np.float32), RATE, format="FLAC")
+        rows = []
+        for size in sizes:
+            manifest = fake_manifest(Path(tmp) / f"cuts_{size}.jsonl.gz", size, clip)
+            rows.append({"size": size, **in_fresh_process("benchmarks.data", "--point", str(manifest))})
+            manifest.unlink()
+    smallest, largest = min(rows, key=lambda r: r["size"]), max(rows, key=lambda r: r["size"])
+    return {
+        "memory": rows,
+        "memory_ratio": largest["peak_rss_mb"] / smallest["peak_rss_mb"],
+        "read": read_speed(count, repeats),
+    }
+
+
+def markdown(result: dict) -> str:
+    rows = result["memory"]
+    read = result["read"]
+    lines = [
+        "One epoch of the training sampler over a lazy manifest (metadata only), a fresh process each:",
+        "",
+        "| cuts | batches | wall s | RSS after imports MB | peak RSS MB | growth MB |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {r['size']:,} | {r['batches']:,} | {r['seconds']:.1f} | {r['rss_after_imports_mb']:.0f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['growth_mb']:.0f} |"
+            for r in rows
+        ),  # fmt: skip
+        "",
+        f"Peak RSS of the largest over the smallest: {result['memory_ratio']:.2f}x for "
+        f"{max(r['size'] for r in rows) / min(r['size'] for r in rows):.0f}x the cuts.",
+        "",
+        f"Reading {read['clips']} clips ({read['audio_seconds'] / 3600:.2f} h), audio seconds decoded per "
+        "wall second (median; from the page cache):",
+        "",
+        "| source | audio s / s |",
+        "|---|---|",
+        f"| one FLAC file per clip (manifest) | {read['files_seconds_per_second']:.0f} |",
+        f"| Shar shards | {read['shar_seconds_per_second']:.0f} |",
+        "",
+        f"Shar: {read['ratio_shar_vs_files']:.2f}x the speed of one file per clip.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.data", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=list(SIZES), help="cuts in each lazy manifest"
+    )
+    parser.add_argument("--clips", type=int, default=CLIPS, help="clips read for the read speed")
+    parser.add_argument("--repeats", type=int, default=3, help="passes over the clips from each source")
+    parser.add_argument("--point", metavar="MANIFEST", help="one memory point, in this process")
+    parser.add_argument("--json", required=True, help="write the result here")
+    args = parser.parse_args(argv)
+    if args.point:
+        write_json(memory_point(args.point), args.json)
+        return
+    result = measure(args.sizes, args.clips, args.repeats)
+    write_json(result, args.json)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
