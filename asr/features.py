@@ -5,6 +5,7 @@ and its normalisation statistics are buffers that travel in every checkpoint and
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -158,10 +159,12 @@ class LogMel(nn.Module):
         return torch.minimum(rising, falling).clamp_min(0)
 
     @torch.no_grad()
-    def fit_stats(self, batches) -> None:
+    def fit_stats(self, batches, total_over: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Set the normalisation statistics from ``(audio (B, S), audio_lens (B,))`` batches.
 
-        Only real frames count (padding is excluded), accumulated in float64.
+        Only real frames count (padding is excluded), accumulated in float64. ``total_over``
+        sums a tensor over the processes of a distributed run (each of which has read its own
+        batches), so that every process ends with the statistics of all their batches.
         """
         total = torch.zeros(self.mean.shape, dtype=torch.float64, device=self.mean.device)
         total_sq = torch.zeros_like(total)
@@ -175,6 +178,9 @@ class LogMel(nn.Module):
             total += real.sum(0)
             total_sq += (real**2).sum(0)
             count += real.shape[0]
+        if total_over is not None:
+            sums = total_over(torch.cat([total, total_sq, total.new_tensor([count])]))
+            total, total_sq, count = sums[: len(total)], sums[len(total) : -1], int(sums[-1])
         if count == 0:
             raise ValueError("no audio frames to compute feature statistics from")
         mean = total / count

@@ -6,6 +6,7 @@ this file only says how one step is computed and measured.
 """
 
 import math
+import time
 from collections.abc import Callable
 from itertools import islice
 
@@ -70,6 +71,41 @@ class RandomState(L.Callback):
         torch.set_rng_state(state["cpu"])
         if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class AudioThroughput(L.Callback):
+    """Logs how fast training goes through audio, every ``trainer.log_every_n_steps`` batches:
+    ``train_audio_rate``, seconds of audio per second of wall time in this process (data
+    loading and the update included, validation left out), and ``train_audio_rate_total``,
+    summed over the processes of a distributed run. Hours of audio in an epoch divided by the
+    total is the epoch's duration, which is what sizes a cluster; Lightning's ThroughputMonitor
+    counts samples and tokens, which do not tell audio time when utterances differ in length.
+    """
+
+    def __init__(self):
+        self.start: float | None = None
+        self.audio = 0.0
+        self.batches = 0
+
+    def _restart(self, *_) -> None:
+        self.start = None
+
+    on_train_epoch_start = on_validation_end = _restart
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.start is None:
+            self.start, self.audio, self.batches = time.perf_counter(), 0.0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.audio += float(batch["audio_lens"].sum()) / SAMPLE_RATE
+        self.batches += 1
+        # Every process counts the same batches, so all of them take part in the sum together.
+        if self.batches < trainer.log_every_n_steps:
+            return
+        rate = torch.tensor(self.audio / (time.perf_counter() - self.start), device=pl_module.device)
+        pl_module.log("train_audio_rate", rate)
+        pl_module.log("train_audio_rate_total", trainer.strategy.reduce(rate, reduce_op="sum"))
+        self.start = None
 
 
 class WarmupLR(torch.optim.lr_scheduler.LambdaLR):
@@ -153,7 +189,8 @@ class CTCTraining(L.LightningModule):
         lr_scheduler: builds the per-step schedule (500 warm-up steps by default).
         augment: SpecAugment and VTLP settings for training features
             (:class:`~asr.features.Augment`); null turns both off.
-        stats_batches: training batches used to compute feature normalisation statistics.
+        stats_batches: training batches used to compute feature normalisation statistics (per
+            process in a distributed run: N processes read N times as many).
         init_from: a model file (``asr export``) or training checkpoint whose weights and
             feature statistics start this run (fine-tuning); its network must be the one
             ``net`` describes (dropout aside). A resumed run takes its weights from the
@@ -208,11 +245,17 @@ class CTCTraining(L.LightningModule):
 
     def on_fit_start(self) -> None:
         # Normalisation statistics come from the training data, once; a resumed run has them.
+        # Each process of a distributed run reads stats_batches batches of its own share, and
+        # all of them are pooled: every process gets the same statistics.
         if self.net.frontend.has_stats:
             return
         loader = self.trainer.datamodule.train_dataloader()
         batches = islice(loader, self.hparams.stats_batches)
-        self.net.frontend.fit_stats((b["audio"], b["audio_lens"]) for b in batches)
+        strategy = self.trainer.strategy
+        self.net.frontend.fit_stats(
+            ((b["audio"], b["audio_lens"]) for b in batches),
+            total_over=lambda sums: strategy.reduce(sums, reduce_op="sum"),
+        )
         mean, std = self.net.frontend.mean, self.net.frontend.std
         self.print(
             f"feature statistics: mean {mean.mean():.2f}, std {std.mean():.2f}, "
@@ -254,7 +297,7 @@ class CTCTraining(L.LightningModule):
             rank_zero_warn(f"CTC loss left out for {', '.join(ids[:5])} (counted in train_skipped)")
         self.log(
             "train_skipped", skipped.sum().float(), reduce_fx="sum", on_step=False, on_epoch=True,
-            batch_size=batch_size,
+            batch_size=batch_size, sync_dist=True,
         )  # fmt: skip
         self.log("train_loss", loss, prog_bar=True, batch_size=batch_size)
         self.log(
@@ -264,6 +307,7 @@ class CTCTraining(L.LightningModule):
             on_step=False,
             on_epoch=True,
             batch_size=batch_size,
+            sync_dist=True,
         )
         return loss
 
@@ -285,9 +329,8 @@ class CTCTraining(L.LightningModule):
     def _log_pooled(self, split: str) -> None:
         for name in ("loss", "wer", "cer"):
             metric = self.metrics[f"{split}_{name}"]
-            if metric.update_called:
-                self.log(f"{split}_{name}", metric.compute(), prog_bar=True)
-            metric.reset()
+            if metric.update_called:  # Lightning computes it over all processes, then resets it
+                self.log(f"{split}_{name}", metric, prog_bar=True)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "val", dataloader_idx)
