@@ -41,7 +41,7 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
     from lightning.pytorch.cli import LightningCLI
 
     from asr.data import SpeechDataModule, TextDataModule
-    from asr.training import CharLMTraining, CTCTraining, RandomState
+    from asr.training import AudioThroughput, CharLMTraining, CTCTraining, RandomState
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
@@ -91,6 +91,7 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
             config = self.config[self.subcommand] if self.subcommand else self.config
             trainer = config.trainer
             trainer.precision = training_precision(trainer.precision, trainer.accelerator)
+            check_devices(trainer.accelerator, trainer.devices)
             # --ckpt_path is read with torch.load(weights_only=True): a checkpoint holds tensors
             # and plain values, never code to run (asr.training allows its config classes).
             if config.get("weights_only") is None and "weights_only" in config:
@@ -111,7 +112,7 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
             "plugins": [
                 {"class_path": "asr.training.AtomicCheckpointIO"}
             ],  # a class path: kept in config.yaml
-            "callbacks": [RandomState()],
+            "callbacks": [RandomState(), *([] if language_model else [AudioThroughput()])],
         },
     )
 
@@ -134,6 +135,29 @@ def training_precision(precision, accelerator) -> str:
         file=sys.stderr,
     )
     return "32-true"
+
+
+def check_devices(accelerator, devices) -> None:
+    """A one-line error when the trainer asks for more GPUs than this machine has (Lightning's
+    own is a traceback, or no error until the processes start)."""
+    import torch
+
+    if accelerator not in ("gpu", "cuda") and not (accelerator == "auto" and torch.cuda.is_available()):
+        return  # CPU processes: as many as asked, whatever the cores
+    available = torch.cuda.device_count()
+    if isinstance(devices, str) and devices != "auto":
+        devices = [int(d) for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
+    if devices == "auto" or devices == -1:
+        wanted, highest = max(available, 1), -1
+    elif isinstance(devices, int):
+        wanted, highest = devices, -1
+    else:  # a list of device indices
+        wanted, highest = len(devices), max(devices, default=-1)
+    if wanted > available or highest >= available:
+        raise ValueError(
+            f"trainer.devices {devices} (accelerator {accelerator}): this machine has {available} CUDA "
+            f"device{'s' * (available != 1)}"
+        )
 
 
 def _fail(message: str) -> None:
@@ -159,6 +183,16 @@ def is_input_error(err: BaseException) -> bool:
         frame = frame.tb_next
     package = Path(__file__).resolve().parent
     return frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(package)
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether ``err`` is a collective operation of a distributed run failing because another
+    process stopped (gloo notices a closed connection at once) or stopped answering (NCCL
+    waits for the strategy's timeout, then raises)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not isinstance(err, RuntimeError):
+        return False
+    return isinstance(err, getattr(dist, "DistError", ())) or "/gloo/" in str(err)
 
 
 def _load_model(args):
@@ -777,6 +811,13 @@ def main(argv: list[str] | None = None) -> int:
             _exit_now(code)
         return code
     except Exception as err:
+        if not debug and lost_peer(err):
+            rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+            _fail(
+                f"process {rank} of the distributed run lost contact with another one, which stopped "
+                f"or stalled (its own output says why): {str(err).splitlines()[0][:300]}"
+            )
+            return 1
         if debug or not is_input_error(err):
             raise
         _fail(str(err))
