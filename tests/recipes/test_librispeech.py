@@ -1,14 +1,18 @@
 """The LibriSpeech recipe on a tiny corpus in LibriSpeech's own layout (espeak-ng speech, 16 kHz FLAC)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 from lhotse import CutSet
 
+from asr.cli import main as asr_main
 from asr.text import normalize_text
 from recipes.librispeech.prepare import main, prepare
 from tests.recipes.helpers import (
+    REPO,
     assert_clear_error,
     fit_one_step,
     needs_espeak,
@@ -125,3 +129,30 @@ def test_configs_parse(capsys):
     )
     gpu = print_config("librispeech", "config_gpu.yaml", capsys)
     assert "hidden_size: 800" in gpu and "precision: bf16-mixed" in gpu
+
+
+def test_the_8_gpu_config_parses_and_dry_runs_on_two_cpu_processes(prepared, tmp_path, capsys):
+    configs = [REPO / "recipes" / "librispeech" / name for name in ("config_gpu.yaml", "config_8gpu.yaml")]
+    # The two layered, as the README runs them: print_config reads the first, asr fit both.
+    command = ["fit", *(word for config in configs for word in ("--config", str(config)))]
+    with pytest.raises(SystemExit):
+        asr_main([*command, "--print_config"])
+    printed = capsys.readouterr().out
+    assert "devices: 8" in printed and "DDPStrategy" in printed and "timeout: 0:10:00" in printed
+    assert "hidden_size: 800" in printed  # the one-GPU config's model, unchanged
+    # The whole 72 M-parameter model, two updates, on two CPU processes instead of 8 GPUs.
+    manifests = prepared[2]
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "asr.cli", *command,
+            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.max_steps", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path), "--model.stats_batches", "1",
+            "--data.train_cuts", str(manifests["train"]), "--data.val_cuts", str(manifests["dev"]),
+            "--data.test_cuts", str(manifests["test"]), "--data.num_workers", "0",
+        ],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Starting with 2 processes" in done.stdout + done.stderr
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
