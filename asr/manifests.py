@@ -122,6 +122,12 @@ def write_shar(
         raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
     if out.exists() and not overwrite:
         raise ValueError(f"{out}: already exists; give another folder, or --overwrite to replace it")
+    if out.exists():  # replaced as a whole: only ever a folder of shards (not a corpus, say)
+        others = sorted(p.name for p in out.iterdir() if not _is_shard(p)) if out.is_dir() else [out.name]
+        if others:
+            raise ValueError(
+                f"{out}: holds {others[0]}, which is not a Shar shard: not replaced; give another folder"
+            )
     cuts = read_cuts(manifest)
     written = {"cuts": 0, "seconds": 0.0}
 
@@ -242,6 +248,10 @@ def _encode(samples, rate: int, fmt: str, subtype: str) -> bytes:
     buffer = BytesIO()
     sf.write(buffer, samples, rate, format=fmt, subtype=subtype)
     return buffer.getvalue()
+
+
+def _is_shard(path: Path) -> bool:
+    return bool(CUTS_SHARD.fullmatch(path.name) or AUDIO_SHARD.fullmatch(path.name))
 
 
 def is_shar(path) -> bool:

@@ -232,7 +232,9 @@ def test_an_existing_folder_is_refused_and_a_failed_write_leaves_it_whole(corpus
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert main(["data", "shard", corpus["dev"], str(out), "--overwrite"]) == 0
     assert sorted(cut.id for cut in open_shar(out)) == sorted(cut.id for cut in read_cuts(corpus["dev"]))
-    assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "cuts.jsonl.gz",
-        "shar",
-    ]  # nothing hidden left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cuts.jsonl.gz", "shar"]  # nothing hidden left
+    # A folder that holds anything but shards is never replaced.
+    (out / "notes.txt").write_text("mine")
+    assert main(["data", "shard", corpus["dev"], str(out), "--overwrite"]) == 1
+    assert "holds notes.txt, which is not a Shar shard: not replaced" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
