@@ -19,6 +19,7 @@ import soxr
 import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
+from lightning.pytorch.utilities import rank_zero_info
 
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.manifests import SharCuts, is_shar, open_shar, read_cuts
@@ -98,22 +99,55 @@ class ResumableLoader(torch.utils.data.DataLoader):
 
     ``batches_done`` tells how many batches of the current epoch the model has been trained
     on; the sampler itself runs ahead of that by the batches being prefetched.
+
+    The epoch saved is the one whose batches are being read, taken when the loader starts
+    iterating: Lightning counts an epoch that a run's budget ended in the middle of
+    (``max_steps``, ``max_time``) as done, and in the resumed run sets the sampler's epoch to
+    the next one while the rest of the restored epoch is read; saving that number would make
+    the next resume fast-forward through another epoch's order.
+
+    A run resumed on another number of processes (devices x nodes) goes on from the same
+    place: lhotse deals the same sequence of batches out to N processes in turn, so the
+    batches done so far are counted again in turns of the new N. (With several length
+    buckets the processes of an update share a bucket, which makes the sequence depend on
+    N: there the rest of the epoch is read in another order, from about the same place.)
     """
 
     def __init__(self, *args, batches_done: Callable[[], int], **kwargs):
         super().__init__(*args, **kwargs)
         self.batches_done = batches_done
+        self.epoch = self.sampler.epoch
+        self.shift = (None, 0)  # (epoch, batches): the restored epoch's count in the new turns
+
+    def __iter__(self):
+        iterator = super().__iter__()  # starts the sampler's epoch, or the restored one
+        self.epoch = self.sampler.epoch
+        return iterator
 
     def state_dict(self) -> dict:
         state = self.sampler.state_dict()
-        done = self.batches_done()
-        epoch = state["diagnostics"]["stats_per_epoch"].get(self.sampler.epoch)
+        diagnostics = state["diagnostics"]
+        epoch = diagnostics["stats_per_epoch"].get(self.epoch)
         if epoch is not None:  # lhotse fast-forwards over the kept and discarded batches
+            shifted, shift = self.shift
+            done = self.batches_done() + (shift if shifted == self.epoch else 0)
             epoch["kept_batches"], epoch["discarded_batches"] = done, 0
+            state["epoch"] = diagnostics["current_epoch"] = self.epoch
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(deepcopy(state))
+        state = deepcopy(state)
+        before, now = state["world_size"], self.sampler.world_size
+        if before != now:
+            epoch = state["diagnostics"]["stats_per_epoch"].get(state["epoch"])
+            if epoch is not None:
+                done = epoch["kept_batches"]
+                epoch["kept_batches"] = done * before // now
+                self.shift = (state["epoch"], epoch["kept_batches"] - done)
+            state["world_size"] = now
+            rank_zero_info(f"data: resuming on {now} processes instead of {before}: the epoch goes on")
+        self.sampler.load_state_dict(state)
+        self.epoch = self.sampler.epoch
 
 
 def set_names(manifests: list[str]) -> list[str]:

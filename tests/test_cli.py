@@ -537,6 +537,34 @@ def test_a_killed_fit_resumes_mid_epoch_and_ends_like_an_uninterrupted_run(corpu
         assert losses(run)[step] == pytest.approx(losses(whole)[step], rel=1e-4)
 
 
+def test_runs_stopped_by_their_budget_resume_where_they_stopped_again_and_again(corpus, tmp_path):
+    # max_steps or max_time end a run mid-epoch, and Lightning then counts the epoch as done:
+    # a resumed run must still go on with the rest of that epoch, and so must one resumed from it.
+    import csv
+
+    def fit(root: Path, steps: int) -> None:
+        last = root / "checkpoints" / "last.ckpt"
+        args = _fit_args(
+            corpus, root, "--data.max_duration", "6", "--trainer.max_steps", str(steps),
+            "--trainer.limit_val_batches", "0", "--checkpoint.monitor", "null",
+            "--trainer.log_every_n_steps", "1", *(["--ckpt_path", str(last)] if last.exists() else []),
+        )  # fmt: skip
+        cli.lightning_cli(args)
+
+    def losses(root: Path) -> dict[int, float]:
+        logs = sorted(root.glob("lightning_logs/version_*/metrics.csv"))
+        rows = [row for log in logs for row in csv.DictReader(log.open()) if row.get("train_loss")]
+        return {int(row["step"]): float(row["train_loss"]) for row in rows}
+
+    fit(tmp_path / "whole", 6)
+    for steps in (2, 4, 6):  # 12 batches an epoch: all within the first
+        fit(tmp_path / "stopped", steps)
+    whole, stopped = losses(tmp_path / "whole"), losses(tmp_path / "stopped")
+    assert sorted(stopped) == sorted(whole) == list(range(6))
+    for step, loss in whole.items():
+        assert stopped[step] == pytest.approx(loss, rel=1e-4), f"update {step + 1}"
+
+
 def test_checkpoints_are_written_atomically_and_a_printed_config_runs_again(corpus, tmp_path, capsys):
     from asr.training import AtomicCheckpointIO, RandomState
 
