@@ -2,6 +2,7 @@
 against one process that accumulates the same two batches per update."""
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +38,17 @@ def _fit(corpus, root: Path, devices: int, steps: int, *extra: str) -> dict:
         "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
         "--model.augment", "null", "--model.net.dropout", "0",
         "--checkpoint.monitor", "null", "--autosave.train_time_interval", "null",
-        "--autosave.every_n_train_steps", "1", *_devices(devices), *extra,
+        "--autosave.every_n_train_steps", "1", "--trainer.log_every_n_steps", "1",
+        *_devices(devices), *extra,
     )  # fmt: skip
     done = _asr(*args, *(["--ckpt_path", str(last)] if last.exists() else []))
     assert done.returncode == 0, done.stderr[-3000:]
     return torch.load(last, map_location="cpu", weights_only=True)
+
+
+def _logged(root: Path, key: str) -> list[float]:
+    logs = sorted(root.glob("lightning_logs/version_*/metrics.csv"))
+    return [float(row[key]) for log in logs for row in csv.DictReader(log.open()) if row.get(key)]
 
 
 def _validate(corpus, checkpoint: Path, root: Path, devices: int) -> dict[str, float]:
@@ -49,9 +56,7 @@ def _validate(corpus, checkpoint: Path, root: Path, devices: int) -> dict[str, f
     args[0] = "validate"
     done = _asr(*args, "--ckpt_path", str(checkpoint))
     assert done.returncode == 0, done.stderr[-3000:]
-    logs = root.glob("lightning_logs/version_*/metrics.csv")
-    rows = [row for log in logs for row in csv.DictReader(log.open())]
-    return {key: float(v) for row in rows for key, v in row.items() if key.startswith("val_") and v}
+    return {key: _logged(root, key)[-1] for key in ("val_loss", "val_wer", "val_cer")}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +66,7 @@ def runs(corpus, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("ddp")
     two = root / "two"
     stopped = _fit(corpus, two, 2, 3, "--model.stats_batches", "2")
+    shutil.copy(two / "checkpoints" / "last.ckpt", root / "stopped.ckpt")
     resumed = _fit(corpus, two, 2, STEPS, "--model.stats_batches", "2")
     one = _fit(
         corpus, root / "one", 1, STEPS, "--model.stats_batches", "4", "--trainer.accumulate_grad_batches", "2"
@@ -84,12 +90,32 @@ def test_two_processes_train_resume_and_match_one_process_with_the_same_global_b
     ), "the resumed run went on training"
 
 
+def test_a_run_resumes_on_another_number_of_processes(runs, corpus):
+    # 3 updates of 2 processes: 6 batches of the epoch read. One process goes on with the 7th.
+    root = runs["root"] / "alone"
+    (root / "checkpoints").mkdir(parents=True)
+    shutil.copy(runs["root"] / "stopped.ckpt", root / "checkpoints" / "last.ckpt")
+    state = _fit(corpus, root, 1, 4, "--model.stats_batches", "2")
+    assert state["global_step"] == 4
+    (sampler,) = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert sampler["world_size"] == 1 and sampler["epoch"] == 0
+    assert sampler["diagnostics"]["stats_per_epoch"][0]["kept_batches"] == 7
+
+
+def test_throughput_is_logged_per_process_and_summed_over_them(runs):
+    keys = ("train_audio_rate", "train_audio_rate_total")
+    rate, total = (_logged(runs["root"] / "two", key) for key in keys)
+    assert len(rate) == len(total) == STEPS  # every update (log_every_n_steps 1), resumed run included
+    assert all(0 < r < t for r, t in zip(rate, total, strict=True))  # the other process's share added
+    rate, total = (_logged(runs["root"] / "one", key) for key in keys)
+    assert rate == total and all(r > 0 for r in rate)
+
+
 def test_validation_is_scored_over_the_whole_dev_set_across_processes(runs, corpus):
     # 4 dev clips: each process scores its own share (2 each), and the scores are gathered.
     checkpoint = runs["root"] / "two" / "checkpoints" / "last.ckpt"
     both = _validate(corpus, checkpoint, runs["root"] / "val2", devices=2)
     alone = _validate(corpus, checkpoint, runs["root"] / "val1", devices=1)
-    assert set(both) >= {"val_loss", "val_wer", "val_cer"}
     for name, value in alone.items():
         assert both[name] == pytest.approx(value, rel=1e-5), name
     # The 1-process run's model scores the same loss: the same training.
