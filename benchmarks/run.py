@@ -8,7 +8,8 @@ second against the measured matmul peak), scaling (input length and batch size),
 (requests per second and latency of asr serve for 1, 4 and 16 clients), startup (one clip
 from the command line, whole process, and its stages, beside PocketSphinx's), data (peak RSS
 of the training sampler over lazy manifests of 10,000 and 1,000,000 cuts; audio read from Shar
-shards against one file per clip). Each part
+shards against one file per clip), cluster (config_gpu.yaml's network trained here, scaled to
+8 GPUs by their published speed: an estimate for LibriSpeech 960 h). Each part
 runs in its own process; the results file is rewritten after each, so a failed part keeps
 the others'. All figures come from this one run on this one machine.
 """
@@ -17,10 +18,10 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import data, inference, limit, scaling, serving, startup, training
+from benchmarks import cluster, data, inference, limit, scaling, serving, startup, training
 from benchmarks.common import DATA, bench_corpus, in_fresh_process, machine, write_json
 
-PARTS = ("training", "inference", "limit", "scaling", "serving", "startup", "data")
+PARTS = ("training", "inference", "limit", "scaling", "serving", "startup", "data", "cluster")
 TITLES = {
     "training": "Training throughput (same cuts, same model size)",
     "inference": "Inference: x real time and accuracy (bench test sets, 100 clips each)",
@@ -29,6 +30,7 @@ TITLES = {
     "serving": "Serving: asr serve under 1, 4 and 16 clients at once",
     "startup": "Start-up: one clip from the command line",
     "data": "Training data at scale: lazy manifest memory, Shar read speed",
+    "cluster": "LibriSpeech 960 h on 8 GPUs: an estimate from this machine",
 }
 
 
@@ -36,6 +38,8 @@ def _arguments(part: str, repeats: int, model: str | None) -> list[str]:
     model_args = ["--model", model] if model else []
     if part == "training":
         return ["--cuts", str(DATA / "cuts_train.jsonl.gz"), "--repeats", str(repeats)]
+    if part == "cluster":
+        return ["--cuts", str(DATA / "cuts_train.jsonl.gz")]
     if part == "limit":
         return model_args
     if part == "serving":
@@ -93,6 +97,7 @@ def report(results: dict) -> str:
         "serving": serving.markdown,
         "startup": startup.markdown,
         "data": data.markdown,
+        "cluster": cluster.markdown,
     }
     for part in PARTS:
         if part in results:

@@ -17,6 +17,8 @@ from asr.onnx import FourierMel
 from benchmarks import data, inference, limit, run, scaling
 from tests.conftest import TINY
 
+MACHINE = {"cpu": "cpu", "cores": 2, "memory_gb": 1, "avx512_bf16": False, "torch": "x", "torch_threads": 2}
+
 CELLS = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn": torch.nn.RNNCell}
 
 
@@ -145,14 +147,25 @@ def test_the_data_benchmark_runs_tiny_and_reports(tmp_path):
     read = result["read"]
     assert read["clips"] == 4 and read["files_seconds_per_second"] > 0 and read["shar_seconds_per_second"] > 0
     assert read["ratio_shar_vs_files"] == read["shar_seconds_per_second"] / read["files_seconds_per_second"]
-    machine = {
-        "cpu": "cpu",
-        "cores": 2,
-        "memory_gb": 1,
-        "avx512_bf16": False,
-        "torch": "x",
-        "torch_threads": 2,
-    }
-    text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": machine, "data": result})
+    text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": MACHINE, "data": result})
     assert "- data: the training sampler's peak RSS over 300 cuts" in text
     assert "| 300 | " in text and "| Shar shards | " in text
+
+
+def test_the_cluster_estimate_trains_the_gpu_network_briefly_and_scales_it(corpus, tmp_path):
+    from benchmarks import cluster
+
+    out = tmp_path / "cluster.json"
+    cluster.main(["--cuts", corpus["train"], "--steps", "3", "--batch-seconds", "4", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert len(result["rates"]) == 3 and result["audio_seconds_per_second"] == result["rates"][2] > 0
+    assert 0 < result["share_of_peak"] == pytest.approx(
+        3 * result["forward_flops_per_audio_second"] * result["audio_seconds_per_second"]
+        / result["peak_flops_per_second"]
+    )  # fmt: skip
+    a100, h100 = result["gpus"]["A100 (SXM)"], result["gpus"]["H100 (SXM)"]
+    assert h100["audio_seconds_per_second"] / a100["audio_seconds_per_second"] == pytest.approx(989 / 312)
+    assert a100["run_hours"] == pytest.approx(30 * a100["epoch_hours"])
+    assert a100["epoch_hours"] == pytest.approx(960.6 / (8 * 0.9 * a100["audio_seconds_per_second"]))
+    text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": MACHINE, "cluster": result})
+    assert "| A100 (SXM) (312 TFLOP/s) |" in text and "an estimate, not a measurement" in text
