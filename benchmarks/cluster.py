@@ -14,9 +14,12 @@ the updates after the first two; and this machine's matrix-product peak in the s
 the backward pass costs about twice the forward), so the run reaches a share of the peak.
 
 Estimated: that same share of a GPU's published dense bf16 peak, per GPU, and 8 GPUs at 90 %
-of 8 times one (gradient all-reduce over NVLink). A GPU fed 800 s batches likely reaches a
-larger share of its peak than two CPU cores do on 60 s batches, so the hours are more likely
-too many than too few; they are an order of magnitude to plan with, not a measurement.
+of 8 times one (gradient all-reduce over NVLink). A recurrent layer runs one time step after
+another, each a small matrix product, which keeps a GPU further below its peak than a CPU (a
+GPU's peak needs large products); so the time is more likely too short than too long: a
+lower bound to plan with, not a measurement. The data loaders must keep up with the rate too:
+the audio seconds per second per GPU, divided by ``data.num_workers``, is what each loader
+process must decode, resample and speed-perturb.
 """
 
 import argparse
@@ -76,7 +79,7 @@ def measure(cuts: str, steps: int, batch_seconds: float) -> dict:
     gpus = {}
     for name, tflops in PUBLISHED.items():
         one = share * tflops * 1e12 / (3 * forward)
-        epoch_hours = HOURS * 3600 / (GPUS * SCALING * one) / 3600
+        epoch_hours = HOURS / (GPUS * SCALING * one)
         gpus[name] = {
             "audio_seconds_per_second": one,
             "epoch_hours": epoch_hours,
@@ -102,16 +105,17 @@ def markdown(result: dict) -> str:
         f"({precision}, {result['batch_seconds']:g} s batches): {training * rate / 1e9:.0f} GFLOP/s of its "
         f"{training / 1e9:.1f} GFLOP per audio second, {100 * result['share_of_peak']:.0f} % of the "
         f"machine's measured {precision} peak ({result['peak_flops_per_second'] / 1e9:.0f} GFLOP/s). "
-        f"The same share of a GPU's published peak, {GPUS} GPUs at {SCALING:.0%} scaling, "
-        f"{HOURS:.0f} h of LibriSpeech, {EPOCHS} epochs (an estimate, not a measurement):",
+        f"The same share of a GPU's published peak, {GPUS} GPUs at {100 * SCALING:.0f} % scaling, "
+        f"{HOURS:.0f} h of LibriSpeech, {EPOCHS} epochs (an estimate, and a lower bound on the time: "
+        "see benchmarks/cluster.py):",
         "",
-        "| GPU (published dense bf16 peak) | audio s per s, one GPU | one epoch, 8 GPUs | 30 epochs |",
+        "| GPU (published dense bf16 peak) | audio s per s, one GPU | an epoch, 8 GPUs | 30 epochs, 8 GPUs |",
         "|---|---|---|---|",
     ]
     for name, gpu in result["gpus"].items():
         lines.append(
             f"| {name} ({PUBLISHED[name]:.0f} TFLOP/s) | {gpu['audio_seconds_per_second']:,.0f} | "
-            f"{gpu['epoch_hours']:.1f} h | {gpu['run_hours']:.0f} h |"
+            f"{60 * gpu['epoch_hours']:.1f} min | {gpu['run_hours']:.1f} h |"
         )
     return "\n".join(lines)
 

@@ -168,4 +168,4 @@ def test_the_cluster_estimate_trains_the_gpu_network_briefly_and_scales_it(corpu
     assert a100["run_hours"] == pytest.approx(30 * a100["epoch_hours"])
     assert a100["epoch_hours"] == pytest.approx(960.6 / (8 * 0.9 * a100["audio_seconds_per_second"]))
     text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": MACHINE, "cluster": result})
-    assert "| A100 (SXM) (312 TFLOP/s) |" in text and "an estimate, not a measurement" in text
+    assert "| A100 (SXM) (312 TFLOP/s) |" in text and "an estimate, and a lower bound" in text
