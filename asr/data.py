@@ -117,7 +117,9 @@ class ResumableLoader(torch.utils.data.DataLoader):
         super().__init__(*args, **kwargs)
         self.batches_done = batches_done
         self.epoch = self.sampler.epoch
-        self.shift = (None, 0)  # (epoch, batches): the restored epoch's count in the new turns
+        # (epoch, batches): what to add to the trainer's count of the epoch's batches to make
+        # the sampler's, once a run has gone on with another number of processes in it.
+        self.shift = (None, 0)
 
     def __iter__(self):
         iterator = super().__iter__()  # starts the sampler's epoch, or the restored one
@@ -130,22 +132,25 @@ class ResumableLoader(torch.utils.data.DataLoader):
         epoch = diagnostics["stats_per_epoch"].get(self.epoch)
         if epoch is not None:  # lhotse fast-forwards over the kept and discarded batches
             shifted, shift = self.shift
-            done = self.batches_done() + (shift if shifted == self.epoch else 0)
-            epoch["kept_batches"], epoch["discarded_batches"] = done, 0
+            shift = shift if shifted == self.epoch else 0
+            epoch["kept_batches"], epoch["discarded_batches"] = self.batches_done() + shift, 0
             state["epoch"] = diagnostics["current_epoch"] = self.epoch
+            state["kept_shift"] = shift  # for a run resumed from this one
         return state
 
     def load_state_dict(self, state: dict) -> None:
         state = deepcopy(state)
+        shift = state.pop("kept_shift", 0)
         before, now = state["world_size"], self.sampler.world_size
         if before != now:
             epoch = state["diagnostics"]["stats_per_epoch"].get(state["epoch"])
             if epoch is not None:
                 done = epoch["kept_batches"]
                 epoch["kept_batches"] = done * before // now
-                self.shift = (state["epoch"], epoch["kept_batches"] - done)
+                shift += epoch["kept_batches"] - done
             state["world_size"] = now
             rank_zero_info(f"data: resuming on {now} processes instead of {before}: the epoch goes on")
+        self.shift = (state["epoch"], shift)
         self.sampler.load_state_dict(state)
         self.epoch = self.sampler.epoch
 

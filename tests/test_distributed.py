@@ -95,11 +95,12 @@ def test_a_run_resumes_on_another_number_of_processes(runs, corpus):
     root = runs["root"] / "alone"
     (root / "checkpoints").mkdir(parents=True)
     shutil.copy(runs["root"] / "stopped.ckpt", root / "checkpoints" / "last.ckpt")
-    state = _fit(corpus, root, 1, 4, "--model.stats_batches", "2")
-    assert state["global_step"] == 4
-    (sampler,) = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
-    assert sampler["world_size"] == 1 and sampler["epoch"] == 0
-    assert sampler["diagnostics"]["stats_per_epoch"][0]["kept_batches"] == 7
+    for steps, batches in ((4, 7), (5, 8)):  # and once more on one: the count stays in its turns
+        state = _fit(corpus, root, 1, steps, "--model.stats_batches", "2")
+        assert state["global_step"] == steps
+        (sampler,) = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+        assert sampler["world_size"] == 1 and sampler["epoch"] == 0
+        assert sampler["diagnostics"]["stats_per_epoch"][0]["kept_batches"] == batches
 
 
 def test_throughput_is_logged_per_process_and_summed_over_them(runs):
