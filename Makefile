@@ -40,7 +40,7 @@ PREPARE_ARGS := $(if $(CORPUS),--corpus-dir $(CORPUS)) $(if $(SIZE),--size $(SIZ
 # g++ and zlib1g-dev: to build KenLM's build_binary.
 APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	fortunes fortunes-min sword-text-web libsword-utils wordnet-base asterisk-moh-opsound-wav chromium \
-	g++ zlib1g-dev
+	g++ zlib1g-dev libportaudio2
 # More voices from Debian's contrib and non-free sections (RHVoice, MBROLA, SVOX Pico, festival's
 # rab), installed through the project's own apt configuration (recipes/debian.py), which reaches
 # those sections without editing the machine's apt sources.

@@ -5,7 +5,7 @@
     asr average CHECKPOINT... -o MODEL   (the mean of a run's last checkpoints)
     asr data shard MANIFEST OUT_DIR [--shard-size 1000]   (cuts and their audio as Shar shards)
     asr transcribe FILE... [--model MODEL] [--format txt|json|jsonl|srt|vtt|tsv]
-    asr stream FILE [--model MODEL] [--chunk-ms 200] [--realtime]
+    asr stream FILE|-|--mic [--model streaming] [--chunk-ms 200] [--pause 0.8]   (live text, final at pauses)
     asr serve [--model MODEL] [--host 127.0.0.1] [--port 8000] [--workers 1]   (HTTP, WebSocket, web page)
     asr evaluate [--model MODEL] MANIFEST... [--compare pocketsphinx] [--output-dir DIR] [--report DIR]
     asr plot CLIP [--model MODEL] -o OUT.png | asr plot --metrics RUN/lightning_logs/version_N -o OUT.png
@@ -245,19 +245,67 @@ def output_paths(files: list[str], out_dir: str, fmt: str) -> dict[str, Path]:
 
 
 def stream_command(args) -> int:
-    from asr.streaming import stream_file
+    from asr.audio import SAMPLE_RATE, load_audio
+    from asr.streaming import microphone, open_stream, read_pcm
 
+    if (args.file is None) != args.mic:
+        raise ValueError("give one source: a FILE, - for raw audio on stdin, or --mic")
+    if args.chunk_ms <= 0 or args.pause < 0:
+        raise ValueError(
+            f"--chunk-ms must be positive and --pause not negative, got {args.chunk_ms}, {args.pause}"
+        )
+    seconds = args.chunk_ms / 1000
     model = _load_model(args)
     options = _decoding_options(args, model)
-    started, shown = time.perf_counter(), None
-    for heard, result in stream_file(model, args.file, args.chunk_ms / 1000, options):
-        if args.realtime:  # wait until the audio heard so far would have been spoken
-            time.sleep(max(0.0, heard - (time.perf_counter() - started)))
-        if result.text != shown:
-            print(f"[{heard:7.2f} s] {result.text}", flush=True)
-            shown = result.text
-    print(f"final: {result.text}")
+    if args.mic:
+        rate, chunks = microphone(seconds)
+    elif args.file == "-":
+        rate = args.sample_rate
+        chunks = read_pcm(sys.stdin.buffer, args.encoding, max(1, round(seconds * rate)))
+    else:
+        audio, rate = load_audio(args.file), SAMPLE_RATE
+        step = max(1, round(seconds * rate))
+        chunks = (audio[start : start + step] for start in range(0, len(audio), step))
+    stream = open_stream(model, rate, options, pause=args.pause or None)
+    text = _LiveText(sys.stdout)
+    started = time.perf_counter()
+    try:
+        for chunk in chunks:
+            result = stream.feed(chunk)
+            if args.realtime and args.file not in (None, "-"):  # at the pace of speech, as a live source
+                time.sleep(max(0.0, result.duration - (time.perf_counter() - started)))
+            text.show(stream, result)
+    except KeyboardInterrupt:  # the way to end a microphone's stream: its text so far is final
+        pass
+    text.show(stream, stream.finish())
     return 0
+
+
+class _LiveText:
+    """A stream's text on ``out``: each stretch that became final on a line of its own
+    (``final: ...``), the partial text of the current one updated in place on a terminal,
+    elsewhere one line per change (``[seconds heard] ...``)."""
+
+    def __init__(self, out):
+        self.out, self.tty = out, out.isatty()
+        self.printed = 0  # final words printed
+        self.partial = ""
+
+    def show(self, stream, result) -> None:
+        done = len(stream.committed)
+        if done > self.printed:
+            self._line(f"final: {' '.join(w.text for w in result.words[self.printed : done])}", keep=True)
+            self.printed, self.partial = done, ""
+        partial = " ".join(w.text for w in result.words[done:])
+        if partial != self.partial:
+            self._line(f"[{result.duration:7.2f} s] {partial}", keep=not self.tty)
+            self.partial = partial
+
+    def _line(self, text: str, keep: bool) -> None:
+        if self.tty:  # rewrite the line of the partial text
+            text = "\r\x1b[K" + text
+        self.out.write(text + ("\n" if keep else ""))
+        self.out.flush()
 
 
 def serve_command(args) -> int:
@@ -675,16 +723,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_arguments(p)
     p.set_defaults(run=transcribe_command)
 
-    p = sub.add_parser("stream", help="recognize a file chunk by chunk, printing the text as it grows")
-    p.add_argument("file", metavar="FILE")
+    p = sub.add_parser(
+        "stream",
+        help="recognize audio as it comes (a file, raw audio on stdin, the microphone), "
+        "printing the text as it grows",
+    )
+    p.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="an audio file, or - for raw mono audio on stdin (--sample-rate, --encoding)",
+    )
+    p.add_argument(
+        "--mic", action="store_true", help="the default microphone (pip install 'asr[mic]'); Ctrl-C ends"
+    )
     p.add_argument(
         "--model",
-        help="model file (default: the shipped one); a unidirectional one streams exactly, others "
-        "re-decode a window of the latest audio",
+        help="model file or shipped model name (default: the shipped default); a unidirectional one "
+        "(--model streaming) streams exactly, others re-decode a window of the latest audio",
     )
     p.add_argument("--chunk-ms", type=float, default=200.0, help="audio per chunk (default: 200 ms)")
     p.add_argument(
-        "--realtime", action="store_true", help="feed chunks at the pace of speech, as a live source"
+        "--pause", type=float, default=0.8,
+        help="seconds without speech after which the text so far becomes final, decoded with the "
+        "final options (default: 0.8; 0: only at the end)",
+    )  # fmt: skip
+    p.add_argument(
+        "--sample-rate", type=int, default=16000, help="rate of raw audio on stdin (default: 16000)"
+    )
+    p.add_argument(
+        "--encoding", choices=("pcm16", "f32"), default="pcm16",
+        help="samples of raw audio on stdin: 16-bit little-endian PCM or float32 (default: pcm16)",
+    )  # fmt: skip
+    p.add_argument(
+        "--realtime", action="store_true", help="feed a file's chunks at the pace of speech, as a live source"
     )
     _add_runtime_arguments(p, precision=False)
     _add_decoding_arguments(p)

@@ -174,14 +174,22 @@ class RecurrentCTC(nn.Module):
     transcribe = _transcribe
     transcribe_batch = _transcribe_batch
 
-    def stream(self, sample_rate: int = SAMPLE_RATE, options: DecodingOptions | None = None) -> Stream:
-        """Recognize one utterance chunk by chunk (unidirectional models): see :mod:`asr.streaming`."""
-        return Stream(self, sample_rate, options)
+    def stream(
+        self,
+        sample_rate: int = SAMPLE_RATE,
+        options: DecodingOptions | None = None,
+        pause: float | None = 0.8,
+    ) -> Stream:
+        """Recognize speech chunk by chunk (unidirectional models): see :mod:`asr.streaming`."""
+        return Stream(self, sample_rate, options, pause)
 
 
 MODEL_FORMAT = "asr-recurrent-ctc/1"  # the "format" key of every model file
-# Where the English model shipped with the package goes (trained on the synth recipe).
-DEFAULT_MODEL = Path(__file__).parent / "models" / "default.pt"
+# The English models shipped with the package (trained on the synth recipe): the default
+# (bidirectional), and "streaming" (unidirectional), named by ``load_model("streaming")``.
+MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "default.pt"
+SHIPPED_MODELS = ("default", "streaming")
 
 
 def save_network(model: nn.Module, fmt: str, path) -> Path:
@@ -256,7 +264,9 @@ PRECISIONS = ("fp32", "bf16")
 def load_model(path=None, device: str | torch.device = "cpu", precision: str = "fp32") -> RecurrentCTC:
     """Load a model file written by :func:`save_model` (``asr export``), ready for inference.
 
-    Without ``path``, the English model shipped with the package (:data:`DEFAULT_MODEL`).
+    Without ``path``, the English model shipped with the package (:data:`DEFAULT_MODEL`);
+    a shipped model's name (``"default"``, ``"streaming"``) loads that one, unless a file of that
+    name is in the working folder.
     ``model.beam_options`` is the beam search tuned for it (``<model>.decoding.json``, written
     by ``asr lm tune --save``; the shipped model has one with its n-gram LM), or None.
     ``device``: "cpu", "cuda", "cuda:N", or "auto" (a GPU when there is one).
@@ -270,6 +280,10 @@ def load_model(path=None, device: str | torch.device = "cpu", precision: str = "
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = resolve_device(device)
+    if path is not None and str(path) in SHIPPED_MODELS and not Path(path).exists():
+        path = MODELS_DIR / f"{path}.pt"
+        if not path.is_file():
+            raise ModelFileError(f"{path}: this installation has no {path.stem!r} model")
     if path is not None and Path(path).suffix == ".onnx":
         from asr.onnx import load_onnx
 

@@ -36,14 +36,11 @@ from fastapi_offline import FastAPIOffline
 from asr.audio import SAMPLE_RATE, AudioError, load_audio
 from asr.decoding import DecodingOptions, Transcription, Word
 from asr.inference import MAX_BATCH_SECONDS, default_options
-from asr.streaming import open_stream
+from asr.streaming import ENCODINGS, RATES, open_stream, pcm_samples
 from asr.writers import cues, format_results
 
 WEB = Path(__file__).parent / "web"
 MAX_UPLOAD_MB = 100.0
-# How a WebSocket stream's binary messages are read: 16-bit little-endian PCM or float32.
-ENCODINGS = {"pcm16": np.dtype("<i2"), "f32": np.dtype("<f4")}
-RATES = (8000, 192000)  # the stream sample rates accepted
 FORMATS = {"json": "json", "text": "txt", "srt": "srt", "vtt": "vtt", "tsv": "tsv"}
 OPENAI_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
@@ -408,12 +405,10 @@ def create_app(
                             code=1007,
                             reason=f"{encoding} samples are {dtype.itemsize} bytes; a message of {len(data)}",
                         )
-                    chunk = np.frombuffer(data, dtype=dtype)
-                    chunk = (
-                        chunk.astype(np.float32) / 32768 if encoding == "pcm16" else chunk.astype(np.float32)
-                    )
-                    if not np.isfinite(chunk).all():
-                        return await websocket.close(code=1007, reason="audio holds NaN or infinite samples")
+                    try:
+                        chunk = pcm_samples(data, encoding)
+                    except ValueError as err:
+                        return await websocket.close(code=1007, reason=str(err))
                     partial = await batcher.run_in_worker(stream.feed, chunk)
                     if partial.text != shown:
                         shown = partial.text

@@ -10,36 +10,125 @@ stage keeps exactly the state the offline forward pass would see, so the outputs
 same frames, not an approximation: the log-mel frames of complete windows, the inputs the
 two convolutions still need (they look 2 and ``subsampling`` frames ahead: with 3x
 subsampling the text lags the audio by 50 ms plus the 25 ms window), and the hidden state
-of every RNN layer. The final text is the same as ``model.transcribe(whole audio)``.
+of every RNN layer. Partial text costs only the new frames: the greedy path is extended, not
+re-decoded. At a pause (``pause`` seconds of blank frames after a word) the stretch since the
+last one is decoded once with the final options (beam search and LM by default), its words
+become final (``stream.committed``) and its frames leave memory: a stream may run for hours.
+With greedy final options the final words are those of ``model.transcribe(whole audio)``,
+but that a pause always ends a word.
 
 A bidirectional model needs the end of what it reads: :class:`WindowStream` re-decodes a
 bounded window of the latest audio at a fixed cadence, and decodes each stretch once more
 for the final text when it leaves the window.
 """
 
+import queue
+
 import numpy as np
 import soxr
 import torch
 from torch import nn
 
-from asr.audio import SAMPLE_RATE, load_audio
-from asr.decoding import DecodingOptions, Transcription, Word, greedy_decode
+from asr.audio import SAMPLE_RATE
+from asr.decoding import DecodingOptions, Transcription, Word, words_from_tokens
 from asr.inference import default_options, get_decoder, shifted
 
 GREEDY = DecodingOptions()
+# Raw audio a stream takes from a socket or a pipe: 16-bit little-endian PCM or float32.
+ENCODINGS = {"pcm16": np.dtype("<i2"), "f32": np.dtype("<f4")}
+RATES = (8000, 192000)  # the stream sample rates accepted
 
 
-def open_stream(model, sample_rate: int = SAMPLE_RATE, options: DecodingOptions | None = None):
+def pcm_samples(data: bytes, encoding: str) -> np.ndarray:
+    """Raw audio bytes (a whole number of samples) -> float32 samples; a ValueError for
+    samples that are no audio (NaN, infinite)."""
+    chunk = np.frombuffer(data, dtype=ENCODINGS[encoding])
+    chunk = chunk.astype(np.float32) / 32768 if encoding == "pcm16" else chunk.astype(np.float32)
+    if not np.isfinite(chunk).all():
+        raise ValueError("audio holds NaN or infinite samples")
+    return chunk
+
+
+def read_pcm(source, encoding: str, samples: int, name: str = "stdin"):
+    """Chunks of ``samples`` float32 samples from a binary file or pipe of raw audio, as they
+    arrive, until it ends; a ValueError names ``name`` if it ends inside a sample or holds
+    samples that are no audio (float32 read from 16-bit PCM gives NaN and huge values)."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
+    width = ENCODINGS[encoding].itemsize
+    rest = b""
+    while data := source.read(samples * width):
+        data = rest + data
+        whole = len(data) - len(data) % width
+        rest = data[whole:]
+        try:
+            chunk = pcm_samples(data[:whole], encoding)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}; is it {encoding}?") from None
+        if encoding == "f32" and len(chunk) and np.abs(chunk).max() > 64:
+            raise ValueError(
+                f"{name}: float32 samples of magnitude {np.abs(chunk).max():.3g}, not audio in [-1, 1]; "
+                "is it 16-bit PCM (--encoding pcm16)?"
+            )
+        yield chunk
+    if rest:
+        raise ValueError(
+            f"{name}: the audio ends inside a sample ({len(rest)} bytes of a {width}-byte {encoding} one)"
+        )
+
+
+def microphone(chunk_seconds: float, device=None):
+    """The default (or ``device``) microphone: ``(sample rate, chunks)``, chunks of float32
+    mono samples as they are recorded, until the consumer stops. Needs the ``mic`` extra
+    (sounddevice, and the system's PortAudio library); a missing microphone is a
+    ValueError of one line."""
+    try:
+        import sounddevice as sd
+    except ImportError:
+        raise ValueError("the microphone needs sounddevice: pip install 'asr[mic]'") from None
+    except OSError as err:  # sounddevice found no PortAudio library
+        raise ValueError(
+            f"the microphone needs the PortAudio library ({err}): apt-get install libportaudio2"
+        ) from None
+    try:
+        info = sd.query_devices(device, kind="input")
+    except (sd.PortAudioError, ValueError) as err:
+        raise ValueError(f"no microphone found ({str(err).strip()})") from None
+    rate = int(info["default_samplerate"])
+    if not RATES[0] <= rate <= RATES[1]:
+        raise ValueError(
+            f"microphone {info['name']!r} records at {rate} Hz; streams take {RATES[0]}-{RATES[1]} Hz"
+        )
+
+    def chunks():
+        recorded = queue.Queue()
+        with sd.InputStream(
+            samplerate=rate, channels=1, dtype="float32", device=device,
+            blocksize=max(1, round(chunk_seconds * rate)),
+            callback=lambda data, frames, time, status: recorded.put(data[:, 0].copy()),
+        ):  # fmt: skip
+            while True:
+                yield recorded.get()
+
+    return rate, chunks()
+
+
+def open_stream(
+    model, sample_rate: int = SAMPLE_RATE, options: DecodingOptions | None = None, pause: float | None = 0.8
+):
     """An exact :class:`Stream` when ``model`` can stream (unidirectional, global feature
     normalisation), else a :class:`WindowStream`; ``stream.mode`` says which ("exact" or
-    "window")."""
+    "window"). Either way, ``stream.committed`` holds the words that are final so far, the
+    start of every transcription ``feed`` returns."""
     if model.config.bidirectional or model.config.feature_norm != "global":
         return WindowStream(model, sample_rate, options)
-    return Stream(model, sample_rate, options)
+    return Stream(model, sample_rate, options, pause)
 
 
 def _resampler(sample_rate: int):
     """A stream's resampler to 16 kHz (soxr, so that chunk edges leave no clicks), or None."""
+    if not RATES[0] <= sample_rate <= RATES[1]:
+        raise ValueError(f"sample rate {sample_rate}: a stream takes {RATES[0]} to {RATES[1]} Hz")
     return None if sample_rate == SAMPLE_RATE else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1)
 
 
@@ -47,25 +136,40 @@ def _incoming(chunk, resampler, finished: bool) -> np.ndarray:
     """A chunk fed to a stream, checked, as float32 samples at 16 kHz."""
     if finished:
         raise ValueError("this stream is finished; start another")
-    chunk = np.asarray(chunk.detach().cpu() if hasattr(chunk, "detach") else chunk, dtype=np.float32)
+    chunk = np.asarray(chunk.detach().cpu() if hasattr(chunk, "detach") else chunk)
+    if not np.issubdtype(chunk.dtype, np.floating):
+        raise ValueError(
+            f"a stream takes float samples in [-1, 1], got {chunk.dtype}"
+            + (" (16-bit PCM: divide by 32768)" if chunk.dtype == np.int16 else "")
+        )
+    chunk = chunk.astype(np.float32, copy=False)
     if chunk.ndim != 1:
         raise ValueError(f"a stream takes mono chunks of shape (S,), got {chunk.shape}")
     return chunk if resampler is None else resampler.resample_chunk(chunk)
 
 
 class Stream:
-    """One utterance being recognized; made by ``model.stream()``.
+    """Speech being recognized as it comes; made by ``model.stream()``.
 
     Args:
         sample_rate: rate of the chunks to come; other rates than 16 kHz are resampled as a
             stream (soxr), so chunk edges leave no clicks.
-        options: how :meth:`finish` decodes the whole utterance (partial results are greedy);
-            by default the model's own (:func:`asr.inference.default_options`).
+        options: how each stretch between pauses, and the end, are decoded for the final text
+            (partial results are greedy); by default the model's own
+            (:func:`asr.inference.default_options`).
+        pause: seconds of blank frames after a word that end a stretch (its words become
+            final); None: the whole stream is one stretch, decoded at :meth:`finish`.
     """
 
     mode = "exact"
 
-    def __init__(self, model, sample_rate: int = SAMPLE_RATE, options: DecodingOptions | None = None):
+    def __init__(
+        self,
+        model,
+        sample_rate: int = SAMPLE_RATE,
+        options: DecodingOptions | None = None,
+        pause: float | None = 0.8,
+    ):
         if model.config.bidirectional:
             raise ValueError(
                 "streaming needs a unidirectional model (model.net.bidirectional: false); "
@@ -76,9 +180,14 @@ class Stream:
                 "streaming needs a model with model.net.feature_norm: global; this one subtracts "
                 "each utterance's mean, which a stream knows only when it ends"
             )
+        if pause is not None and pause <= 0:
+            raise ValueError(f"pause must be positive (seconds) or None, got {pause}")
         self.model = model.eval()
         self.options = options or default_options(model)
         self.resampler = _resampler(sample_rate)
+        self.tokenizer = model.tokenizer
+        self.frame_shift = model.config.frame_shift
+        self.pause_frames = None if pause is None else max(1, round(pause / self.frame_shift))
         sub = model.subsample
         self.context1 = sub.conv1.kernel_size[0] // 2  # frames conv1 sees on each side
         self.context2 = sub.conv2.padding[0]  # conv1 outputs conv2 sees on each side
@@ -90,9 +199,17 @@ class Stream:
         self.feats = torch.zeros(self.context1, model.config.n_mels, device=device)
         self.conv1_out = torch.zeros(self.context2, model.config.conv_channels, device=device)
         self.states = [None] * len(model.layers)
-        self.log_probs = []  # (T_i, V) per step
         self.seconds = 0.0
         self.finished = False
+        self.committed: list[Word] = []  # final words of the stretches ended by a pause
+        # The stretch since the last pause: its output frames, and its greedy path so far.
+        self.log_probs = []  # (T_i, V) per step
+        self.start = 0  # its first output frame
+        self.frames = 0  # output frames made so far
+        self.words: list[Word] = []  # greedy words that a space has ended
+        self.spoken: list[tuple[int, int, float]] = []  # (token, frame, prob) of the word being said
+        self.previous = -1  # best token of the last frame
+        self.silent = 0  # frames of blanks and spaces since the last character
 
     @torch.inference_mode()
     def feed(self, chunk) -> Transcription:
@@ -103,12 +220,13 @@ class Stream:
 
     @torch.inference_mode()
     def finish(self) -> Transcription:
-        """End the utterance: run the frames held for look-ahead and decode it whole."""
+        """End the stream: run the frames held for look-ahead and decode the last stretch."""
         if not self.finished:
             tail = np.zeros(0, dtype=np.float32)
             if self.resampler is not None:
                 tail = self.resampler.resample_chunk(tail, last=True)
             self._advance(torch.from_numpy(tail).to(self.samples.device), last=True)
+            self._commit()
             self.finished = True
         return self._transcription(final=True)
 
@@ -152,15 +270,55 @@ class Stream:
         for n, (layer, norm) in enumerate(zip(model.layers, model.norms, strict=True)):
             x, self.states[n] = layer.forward_rnn(x, self.states[n])
             x = norm(x)
-        self.log_probs.append(model.head(x)[0].float().log_softmax(-1))
+        self._take(model.head(x)[0].float().log_softmax(-1))
+
+    def _take(self, log_probs: torch.Tensor) -> None:
+        """New output frames (T, V): extend the partial text; after a pause, commit."""
+        self.log_probs.append(log_probs)
+        self._extend_path(log_probs)
+        if self.pause_frames is not None and self.silent >= self.pause_frames:
+            if self.words or self.spoken:
+                self._commit()
+            else:  # silence only, which decodes to nothing: it leaves memory
+                self.log_probs, self.start = [], self.frames
+
+    def _extend_path(self, log_probs: torch.Tensor) -> None:
+        """Extend the greedy path by new frames (as :func:`asr.decoding.greedy_decode` would
+        decode them with all the earlier ones); the words a space ends are kept decoded."""
+        best_logp, best = log_probs.max(dim=-1)
+        blank, space = self.tokenizer.blank_id, self.tokenizer.space_id
+        for i, (token, prob) in enumerate(zip(best.tolist(), best_logp.exp().tolist(), strict=True)):
+            if token != blank and token != self.previous:
+                if token == space:
+                    self.words += self._path_words()
+                    self.spoken = []
+                else:
+                    self.spoken.append((token, self.frames + i, prob))
+            self.silent = self.silent + 1 if token in (blank, space) else 0
+            self.previous = token
+        self.frames += len(best)
+
+    def _path_words(self) -> list[Word]:
+        if not self.spoken:
+            return []
+        tokens, frames, probs = zip(*self.spoken, strict=True)
+        return words_from_tokens(list(tokens), list(frames), list(probs), self.tokenizer, self.frame_shift)
+
+    def _commit(self) -> None:
+        """The stretch since the last pause, decoded with the final options, becomes final."""
+        if self.options.method == "greedy":
+            words = self.words + self._path_words()
+        elif self.log_probs:
+            decode = get_decoder(self.options, self.model.config.alphabet, self.frame_shift)
+            offset = self.start * self.frame_shift
+            words = [shifted(w, offset) for w in decode(torch.cat(self.log_probs))]
+        else:
+            words = []
+        self.committed += words
+        self.log_probs, self.start, self.words, self.spoken = [], self.frames, [], []
 
     def _transcription(self, final: bool) -> Transcription:
-        log_probs = torch.cat(self.log_probs) if self.log_probs else torch.zeros(0, len(self.model.tokenizer))
-        config = self.model.config
-        if final and self.options.method != "greedy":
-            words = get_decoder(self.options, config.alphabet, config.frame_shift)(log_probs)
-        else:
-            words = greedy_decode(log_probs, self.model.tokenizer, config.frame_shift)
+        words = list(self.committed) if final else self.committed + self.words + self._path_words()
         return Transcription(" ".join(w.text for w in words), words, duration=round(self.seconds, 3))
 
 
@@ -254,14 +412,3 @@ class WindowStream:
 
     def _transcription(self, words: list[Word]) -> Transcription:
         return Transcription(" ".join(w.text for w in words), list(words), duration=round(self.seconds, 3))
-
-
-def stream_file(model, path, chunk_seconds: float = 0.2, options: DecodingOptions | None = None):
-    """Feed a file to a stream (:func:`open_stream`) in chunks of ``chunk_seconds``; yields
-    ``(seconds heard, partial transcription)`` after each chunk, then the final one."""
-    audio = load_audio(path)
-    stream = open_stream(model, SAMPLE_RATE, options)
-    step = max(1, int(chunk_seconds * SAMPLE_RATE))
-    for start in range(0, len(audio), step):
-        yield (min(start + step, len(audio)) / SAMPLE_RATE, stream.feed(audio[start : start + step]))
-    yield len(audio) / SAMPLE_RATE, stream.finish()

@@ -28,8 +28,12 @@ def offline_log_probs(model, audio: np.ndarray) -> torch.Tensor:
     return logits[0].log_softmax(-1)
 
 
-def streamed(model, audio: np.ndarray, sizes: list[int]):
-    stream, start, partials = model.stream(), 0, []
+def streamed(model, audio: np.ndarray, sizes: list[int], pause: float | None = None):
+    """Stream ``audio`` in chunks of ``sizes`` (in turn): the stream (with ``stream.frames_seen``,
+    every output frame it made), its partial results and its final one."""
+    stream, start, partials = model.stream(pause=pause), 0, []
+    stream.frames_seen, extend = [], stream._extend_path
+    stream._extend_path = lambda log_probs: (stream.frames_seen.append(log_probs), extend(log_probs))
     while start < len(audio):
         size = sizes[len(partials) % len(sizes)]
         partials.append(stream.feed(audio[start : start + size]))
@@ -47,7 +51,7 @@ def test_streamed_frames_equal_the_offline_ones(speech_wav, subsampling, net):
     # Chunks of odd sizes: shorter than a window, a hop, or many frames.
     stream, _, final = streamed(model, audio, [37, 160, 401, 3200, 999])
     torch.testing.assert_close(
-        torch.cat(stream.log_probs), offline_log_probs(model, audio), atol=1e-4, rtol=1e-4
+        torch.cat(stream.frames_seen), offline_log_probs(model, audio), atol=1e-4, rtol=1e-4
     )
     assert final == model.transcribe(audio, SAMPLE_RATE)
 
@@ -105,7 +109,62 @@ def test_stream_command_prints_growing_text_and_the_final_line(speech_wav, tmp_p
     out = run_asr("stream", speech_wav, "--model", str(model), "--chunk-ms", "100")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[-1].startswith("final: ") and all(line.startswith("[") for line in lines[:-1])
+    assert lines[-1].startswith("final: ") and all(line.startswith(("[", "final: ")) for line in lines)
+    finals = " ".join(line.removeprefix("final: ") for line in lines if line.startswith("final: "))
+    assert finals == uni_model().transcribe(load_audio(speech_wav), SAMPLE_RATE).text
+
+
+def _stream_stdin(model, data: bytes, *args):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "asr.cli", "stream", "-", "--model", str(model), *args]
+    return subprocess.run(command, input=data, capture_output=True)
+
+
+def test_stream_command_reads_raw_audio_from_stdin(speech_wav, tmp_path):
+    import soxr
+
+    model = save_model(uni_model(), tmp_path / "uni.pt")
+    audio = load_audio(speech_wav)
+    at_8k = soxr.resample(audio, SAMPLE_RATE, 8000)
+    pcm = (np.clip(at_8k, -1, 1) * 32767).astype("<i2").tobytes()
+    out = _stream_stdin(model, pcm, "--sample-rate", "8000", "--chunk-ms", "100")
+    assert out.returncode == 0, out.stderr.decode()
+    floats = _stream_stdin(model, at_8k.astype("<f4").tobytes(), "--sample-rate", "8000", "--encoding", "f32")
+    # The same audio in either encoding gives the same text (16-bit rounding aside).
+    last = [o.stdout.decode().splitlines()[-1] for o in (out, floats)]
+    assert last[0].startswith("final: ") and last[0] == last[1]
+
+
+@pytest.mark.parametrize(
+    "data, args, message",
+    [
+        (b"\x01\x02\x03", [], "stdin: the audio ends inside a sample (1 bytes of a 2-byte pcm16 one)"),
+        (np.full(800, 20000, "<i2").tobytes(), ["--encoding", "f32"], "is it 16-bit PCM"),
+        (np.full(800, np.nan, "<f4").tobytes(), ["--encoding", "f32"], "stdin: audio holds NaN"),
+        (b"", ["--sample-rate", "1000"], "sample rate 1000: a stream takes 8000 to 192000 Hz"),
+    ],
+    ids=["half a sample", "pcm16 read as f32", "nan", "rate"],
+)
+def test_stream_command_names_bad_raw_audio_in_one_line(tmp_path, data, args, message):
+    model = save_model(uni_model(), tmp_path / "uni.pt")
+    out = _stream_stdin(model, data, *args)
+    errors = out.stderr.decode().strip().splitlines()
+    assert out.returncode != 0 and len(errors) == 1 and message in errors[0], errors
+
+
+def test_stream_command_without_a_microphone_says_so_in_one_line(tmp_path):
+    from tests.test_cli import run_asr
+
+    model = save_model(uni_model(), tmp_path / "uni.pt")
+    out = run_asr("stream", "--mic", "--model", str(model))
+    errors = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and len(errors) == 1, out.stderr
+    # The build machines have sounddevice and PortAudio but no sound card.
+    assert "no microphone found" in errors[0]
+    out = run_asr("stream", "--model", str(model))
+    assert out.returncode != 0 and "give one source" in out.stderr
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +228,69 @@ def test_a_finished_window_stream_takes_no_more():
         stream.feed(np.zeros(160, dtype=np.float32))
     with pytest.raises(ValueError, match="keep < window"):
         WindowStream(model, window=2, keep=3)
+
+
+def spoken_frames(model, text: str, pause_frames: int) -> torch.Tensor:
+    """Log-probabilities (T, V) of an utterance that says each character of ``text`` for two
+    frames, a blank frame between characters, and ``pause_frames`` blanks for each "|"."""
+    tokenizer, path = model.tokenizer, []
+    for char in text:
+        if char == "|":
+            path += [tokenizer.blank_id] * pause_frames
+        else:
+            token = tokenizer.space_id if char == " " else tokenizer.encode(char)[0]
+            path += [token] * 2 + [tokenizer.blank_id]
+    logits = torch.full((len(path), len(tokenizer)), -8.0)
+    logits[torch.arange(len(path)), torch.tensor(path)] = 0.0
+    return logits.log_softmax(-1)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_a_stream_makes_each_stretch_final_at_a_pause_and_keeps_only_the_current_one(method):
+    from asr.decoding import greedy_decode
+
+    model = uni_model()
+    pause = 0.3
+    pause_frames = round(pause / model.config.frame_shift)
+    log_probs = spoken_frames(model, "|hello world |good day to you ||bye|", pause_frames + 2)
+    options = DecodingOptions(method=method, beam_size=8)
+    stream = model.stream(options=options, pause=pause)
+    committed, held = [], []
+    for start in range(0, len(log_probs), 3):  # 3 output frames a chunk: about 100 ms
+        stream._take(log_probs[start : start + 3])
+        committed.append(len(stream.committed))
+        held.append(sum(len(x) for x in stream.log_probs))
+    stream.finished = True
+    final = stream._transcription(final=True)
+    # Final at each pause, not only at the end, and the same words and times as the whole
+    # utterance decoded at once (where a space ends the word before each pause: a stream
+    # always ends a word there, greedy decoding of the whole only at a space).
+    assert sorted(set(committed)) == [0, 2, 6, 7]
+    whole = greedy_decode(log_probs, model.tokenizer, model.config.frame_shift)
+    assert [(w.text, w.start, w.end) for w in final.words] == [(w.text, w.start, w.end) for w in whole]
+    # Memory holds the stretch being said, never the stream: at most "good day to you" and a pause.
+    assert max(held) <= len(spoken_frames(model, "good day to you |", pause_frames + 2)) + 3
+    assert held[-1] == 0  # the trailing silence left memory too
+
+
+def test_partial_text_is_the_committed_words_then_the_greedy_path_of_the_current_stretch():
+    model = uni_model()
+    pause_frames = round(0.3 / model.config.frame_shift)
+    log_probs = spoken_frames(model, "one two|||three fo", pause_frames)
+    stream = model.stream(options=DecodingOptions(), pause=0.3)
+    partials = []
+    for start in range(0, len(log_probs), 2):
+        stream._take(log_probs[start : start + 2])
+        partials.append(stream._transcription(final=False).text)
+    assert partials[-1] == "one two three fo" and len(stream.committed) == 2
+    assert all(b.startswith(a.rsplit(" ", 1)[0]) for a, b in zip(partials, partials[1:], strict=False))
+
+
+def test_a_stream_refuses_integer_samples_and_sample_rates_out_of_range():
+    stream = uni_model().stream()
+    with pytest.raises(ValueError, match="int16 .*divide by 32768"):
+        stream.feed(np.zeros(160, dtype=np.int16))
+    with pytest.raises(ValueError, match="sample rate 4000"):
+        uni_model().stream(sample_rate=4000)
+    with pytest.raises(ValueError, match="pause must be positive"):
+        uni_model().stream(pause=0)
