@@ -9,7 +9,9 @@ second against the measured matmul peak), scaling (input length and batch size),
 from the command line, whole process, and its stages, beside PocketSphinx's), data (peak RSS
 of the training sampler over lazy manifests of 10,000 and 1,000,000 cuts; audio read from Shar
 shards against one file per clip), cluster (config_gpu.yaml's network trained here, scaled to
-8 GPUs by their published speed: an estimate for LibriSpeech 960 h). Each part
+8 GPUs by their published speed: an estimate for LibriSpeech 960 h), streaming (live
+transcription in 100 ms chunks: real-time factor, first-partial and final latency, WER; the
+streaming model beside the default one). Each part
 runs in its own process; the results file is rewritten after each, so a failed part keeps
 the others'. All figures come from this one run on this one machine.
 """
@@ -18,10 +20,10 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import cluster, data, inference, limit, scaling, serving, startup, training
+from benchmarks import cluster, data, inference, limit, scaling, serving, startup, streaming, training
 from benchmarks.common import DATA, bench_corpus, in_fresh_process, machine, write_json
 
-PARTS = ("training", "inference", "limit", "scaling", "serving", "startup", "data", "cluster")
+PARTS = ("training", "inference", "limit", "scaling", "serving", "startup", "streaming", "data", "cluster")
 TITLES = {
     "training": "Training throughput (same cuts, same model size)",
     "inference": "Inference: x real time and accuracy (bench test sets, 100 clips each)",
@@ -29,6 +31,7 @@ TITLES = {
     "scaling": "Scaling with input length and batch size",
     "serving": "Serving: asr serve under 1, 4 and 16 clients at once",
     "startup": "Start-up: one clip from the command line",
+    "streaming": "Live transcription: latency and real-time factor in 100 ms chunks",
     "data": "Training data at scale: lazy manifest memory, Shar read speed",
     "cluster": "LibriSpeech 960 h on 8 GPUs: an estimate from this machine",
 }
@@ -46,6 +49,8 @@ def _arguments(part: str, repeats: int, model: str | None) -> list[str]:
         return model_args
     if part in ("startup", "data"):
         return ["--repeats", str(repeats)]
+    if part == "streaming":  # one pass: its figures are per clip, over 200 clips
+        return ["--models", "streaming", model or "default"]
     return [*model_args, "--repeats", str(repeats)]
 
 
@@ -96,6 +101,7 @@ def report(results: dict) -> str:
         "scaling": scaling.markdown,
         "serving": serving.markdown,
         "startup": startup.markdown,
+        "streaming": streaming.markdown,
         "data": data.markdown,
         "cluster": cluster.markdown,
     }

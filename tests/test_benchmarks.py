@@ -169,3 +169,27 @@ def test_the_cluster_estimate_trains_the_gpu_network_briefly_and_scales_it(corpu
     assert a100["epoch_hours"] == pytest.approx(960.6 / (8 * 0.9 * a100["audio_seconds_per_second"]))
     text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": MACHINE, "cluster": result})
     assert "| A100 (SXM) (312 TFLOP/s) |" in text and "an estimate, and a lower bound" in text
+
+
+def test_the_streaming_benchmark_times_both_kinds_of_stream(monkeypatch, corpus, tmp_path):
+    from dataclasses import replace
+
+    from benchmarks import streaming
+
+    for name in ("test", "test_unseen_voice"):
+        (tmp_path / f"cuts_{name}.jsonl.gz").symlink_to(corpus["test"])
+    monkeypatch.setattr(streaming, "bench_corpus", lambda: tmp_path)
+    torch.manual_seed(0)
+    uni = save_model(RecurrentCTC(replace(TINY, bidirectional=False)), tmp_path / "uni.pt")
+    bi = save_model(RecurrentCTC(TINY), tmp_path / "bi.pt")
+    out = tmp_path / "streaming.json"
+    streaming.main(["--models", str(uni), str(bi), "--clips", "2", "--json", str(out)])
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [(Path(r["model"]).stem, r["mode"], r["test_set"]) for r in rows] == [
+        ("uni", "exact", "test"), ("uni", "exact", "test_unseen_voice"),
+        ("bi", "window", "test"), ("bi", "window", "test_unseen_voice"),
+    ]  # fmt: skip
+    assert all(r["clips"] == 2 and r["real_time_factor"] > 0 and r["finish_s"] > 0 for r in rows)
+    text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": MACHINE, "streaming": result})
+    assert "## Live transcription" in text and f"| {uni} | exact | test | " in text
