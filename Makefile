@@ -5,11 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RECIPE ?= smoke
+# CONFIG may name several files, layered in order (as several --config options):
+# CONFIG="recipes/synth/mix.yaml recipes/synth/streaming.yaml".
 CONFIG ?= recipes/$(RECIPE)/config.yaml
 DATA := data/$(RECIPE)
 # The run folder is the config's own trainer.default_root_dir (one per config: exp/synth for
-# config.yaml, exp/synth-mix for mix.yaml), so `make train` and `asr fit --config` agree.
-EXP := $(or $(shell sed -n 's/^  default_root_dir: *//p' $(CONFIG) 2>/dev/null),exp/$(RECIPE))
+# config.yaml, exp/synth-mix for mix.yaml; the last file's that sets one), so `make train` and
+# `asr fit --config` agree.
+EXP := $(or $(shell sed -n 's/^  default_root_dir: *//p' $(CONFIG) 2>/dev/null | tail -n 1),exp/$(RECIPE))
 # INIT=default (the shipped model), or a model file or checkpoint: fine-tune from it.
 INIT ?=
 FIT_ARGS = $(if $(INIT),--model.init_from $(if $(filter default,$(INIT)),$(DEFAULT_MODEL),$(INIT)))
@@ -25,8 +28,11 @@ DEFAULT_LM := asr/models/default.arpa.gz
 # people's dev_human and test_human), else the recipe's own (trained by `make train` when missing).
 MODEL ?= $(if $(filter synth,$(RECIPE)),$(DEFAULT_MODEL),$(EXP)/model.pt)
 EVAL_CUTS := $(DATA)/cuts_test*.jsonl.gz $(if $(filter synth,$(RECIPE)),data/uqm/cuts_*_human.jsonl.gz $(TUXPAINT_CUTS))
-# The run `make ship` exports as the default model.
+# The run `make ship` exports, and the shipped model it becomes: default (its LM built anew)
+# or streaming (SHIP_RUN=exp/synth-streaming SHIP_AS=streaming: the default's LM, its own tuning).
 SHIP_RUN ?= exp/synth-mix
+SHIP_AS ?= default
+SHIP_MODEL := asr/models/$(SHIP_AS).pt
 DEMO := recipes/synth/demo
 # Recognizers scored beside ours by `make eval` (COMPARE= for none), and our decoders (beam
 # uses the model's tuned LM when it has one).
@@ -124,19 +130,19 @@ $(HUMAN_CUTS): | setup
 $(TUXPAINT_CUTS): | setup
 	$(BIN)/python -m recipes.tuxpaint.prepare --out data/tuxpaint
 
-train: prepare $(if $(findstring data/uqm,$(file < $(CONFIG))),$(HUMAN_CUTS)) ## train RECIPE with CONFIG in exp/RECIPE[-CONFIG] (resumes its last checkpoint; INIT=default fine-tunes the shipped model), then export
-	$(BIN)/asr fit --config $(CONFIG) $(FIT_ARGS) \
+train: prepare $(if $(findstring data/uqm,$(foreach c,$(CONFIG),$(file < $(c)))),$(HUMAN_CUTS)) ## train RECIPE with CONFIG in exp/RECIPE[-CONFIG] (resumes its last checkpoint; INIT=default fine-tunes the shipped model), then export
+	$(BIN)/asr fit $(foreach c,$(CONFIG),--config $(c)) $(FIT_ARGS) \
 		$$([ -f $(EXP)/checkpoints/last.ckpt ] && echo --ckpt_path $(EXP)/checkpoints/last.ckpt)
 	$(MAKE) --no-print-directory export
 
 export: ## export the run's best checkpoint to exp/RECIPE[-CONFIG]/model.pt
 	$(BIN)/asr export $(EXP)/checkpoints/best.ckpt $(EXP)/model.pt
 
-ship: ## SHIP_RUN's best checkpoint -> the shipped model, with its LM and tuned beam search
-	$(BIN)/asr export $(SHIP_RUN)/checkpoints/best.ckpt $(DEFAULT_MODEL)
-	$(BIN)/asr lm build data/synth/lm/train.txt data/uqm/text/train.txt --out $(DEFAULT_LM) \
-		--exclude data/uqm/text/dev_human.txt data/uqm/text/test_human.txt
-	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz data/uqm/cuts_dev_human.jsonl.gz --model $(DEFAULT_MODEL) \
+ship: ## SHIP_RUN's best checkpoint -> the shipped model SHIP_AS, with its LM and tuned beam search
+	$(BIN)/asr export $(SHIP_RUN)/checkpoints/best.ckpt $(SHIP_MODEL)
+	$(if $(filter default,$(SHIP_AS)),$(BIN)/asr lm build data/synth/lm/train.txt data/uqm/text/train.txt \
+		--out $(DEFAULT_LM) --exclude data/uqm/text/dev_human.txt data/uqm/text/test_human.txt)
+	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz data/uqm/cuts_dev_human.jsonl.gz --model $(SHIP_MODEL) \
 		--lm $(DEFAULT_LM) --first 300 --beam-size 128 --beam-size-token 5 --save
 
 eval: prepare $(if $(filter synth,$(RECIPE)),$(HUMAN_CUTS) $(TUXPAINT_CUTS)) $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
