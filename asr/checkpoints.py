@@ -73,9 +73,16 @@ def initial_weights(path, config: ModelConfig) -> dict[str, torch.Tensor]:
     """The network weights and feature statistics of a model file or training checkpoint, for
     a network built from ``config``.
 
+    A unidirectional network may start from a bidirectional one of the same sizes: it takes
+    the forward direction (a causal model already: its RNNs, the forward half of each layer's
+    output in the next layer's input, LayerNorm and output layer), and the backward direction
+    is left out. Feature statistics are kept only under the same ``feature_norm`` (otherwise
+    the run fits its own).
+
     Raises:
         ValueError: ``path`` is neither, or its network differs from ``config`` (every
-            differing setting is named; dropout may differ, it has no weights).
+            differing setting is named; dropout and feature_norm may differ, and
+            bidirectional from true there to false here).
     """
     if is_model_file(path):
         net = load_model(path)
@@ -87,12 +94,42 @@ def initial_weights(path, config: ModelConfig) -> dict[str, torch.Tensor]:
             message = f"init_from {path}: not a model file or training checkpoint ({reason})"
             raise ValueError(message) from None
     theirs, ours = asdict(net.config), asdict(config)
+    # Dropout has no weights, statistics can be fitted again, and a forward direction alone is
+    # a unidirectional network.
+    free = {"dropout", "feature_norm"} | ({"bidirectional"} if theirs["bidirectional"] else set())
     differ = [
-        f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if k != "dropout" and theirs[k] != ours[k]
+        f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if k not in free and theirs[k] != ours[k]
     ]
     if differ:
         raise ValueError(f"init_from {path}: its network differs from model.net ({'; '.join(differ)})")
-    return net.state_dict()
+    weights = net.state_dict()
+    if theirs["feature_norm"] != ours["feature_norm"]:  # statistics as unfitted: the run fits its own
+        weights |= {
+            "frontend.mean": torch.zeros_like(weights["frontend.mean"]),
+            "frontend.std": torch.ones_like(weights["frontend.std"]),
+            "frontend.frames_seen": torch.zeros_like(weights["frontend.frames_seen"]),
+        }
+    if theirs["bidirectional"] and not ours["bidirectional"]:
+        weights = _forward_direction(weights, ours["proj_size"] or ours["hidden_size"])
+    return weights
+
+
+def _forward_direction(weights: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+    """A bidirectional network's weights cut to its forward direction: each layer's output is
+    [forward, backward] (``size`` each), so every weight or norm that reads or makes one keeps
+    its first ``size`` columns or entries."""
+    forward = {}
+    for key, value in weights.items():
+        if ".backward_rnn." in key:
+            continue
+        if (
+            key.startswith("norms.")
+            or key == "head.weight"
+            or (".forward_rnn.weight_ih" in key and not key.startswith("layers.0."))
+        ):
+            value = value[..., :size]
+        forward[key] = value
+    return forward
 
 
 def recognizer_of(path) -> RecurrentCTC:

@@ -7,7 +7,7 @@ import torch
 from torchmetrics.functional.text import char_error_rate
 
 from asr.data import SpeechDataModule, read_cuts
-from asr.model import ModelConfig, load_model
+from asr.model import ModelConfig, RecurrentCTC, load_model, save_model
 from asr.text import normalize_text
 from asr.training import CTCTraining, WarmupLR
 from tests.conftest import TINY
@@ -155,6 +155,38 @@ def test_fine_tuning_starts_from_a_model_file_and_refuses_another_network(tmp_pa
     garbage.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="garbage.pt: not a model file or training checkpoint"):
         CTCTraining(TINY, init_from=str(garbage))
+
+
+@pytest.mark.parametrize("proj_size", [0, 8])
+def test_a_unidirectional_network_starts_from_the_forward_direction_of_a_bidirectional_one(
+    tmp_path, proj_size
+):
+    torch.manual_seed(0)
+    bi = RecurrentCTC(dataclasses.replace(TINY, proj_size=proj_size))
+    bi.frontend.fit_stats([(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000]))])
+    path = str(save_model(bi, tmp_path / "bi.pt"))
+    bi = load_model(path)  # as stored (float16 weights)
+    other_norm = "global" if TINY.feature_norm == "utterance" else "utterance"
+    config = dataclasses.replace(TINY, proj_size=proj_size, bidirectional=False, feature_norm=other_norm)
+    uni = CTCTraining(config, init_from=path).net
+    assert torch.equal(uni.subsample.conv2.weight, bi.subsample.conv2.weight)
+    assert not uni.frontend.has_stats  # another normalisation: the run fits its own statistics
+    # Each layer computes what the bidirectional one's forward direction computes when the
+    # backward half of its input is zero, and so does the output layer.
+    size = proj_size or TINY.hidden_size
+    h = torch.randn(1, 7, TINY.conv_channels)
+    with torch.no_grad():
+        for n, (ours, theirs) in enumerate(zip(uni.layers, bi.layers, strict=True)):
+            padded = h if n == 0 else torch.cat([h, torch.zeros_like(h)], dim=-1)
+            expected, _ = theirs.forward_rnn(padded)
+            h, _ = ours.forward_rnn(h)
+            torch.testing.assert_close(h, expected)
+            assert torch.equal(uni.norms[n].weight, bi.norms[n].weight[:size])
+        torch.testing.assert_close(uni.head(h), bi.head(torch.cat([h, torch.zeros_like(h)], dim=-1)))
+    # Not the other way round: a unidirectional network lacks the backward direction.
+    save_model(RecurrentCTC(config), tmp_path / "uni.pt")
+    with pytest.raises(ValueError, match="bidirectional: False there, True here"):
+        CTCTraining(TINY, init_from=str(tmp_path / "uni.pt"))
 
 
 def test_fine_tuning_from_a_training_checkpoint(corpus, tmp_path):
