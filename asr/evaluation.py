@@ -19,7 +19,7 @@ from torchmetrics.functional.text import char_error_rate, word_error_rate
 
 from asr.audio import SAMPLE_RATE
 from asr.decoding import DecodingOptions
-from asr.files import write_atomically
+from asr.files import available_cores, write_atomically
 from asr.inference import get_decoder, log_probs_batch
 from asr.text import DEFAULT_ALPHABET, normalize_text
 
@@ -122,14 +122,14 @@ def pocketsphinx_recognizer(jobs: int | None = None) -> Recognizer:
 
     A reference point trained on real speech: it is scored by the same code on the same audio.
     Its decoder is single-threaded, so clips are decoded in ``jobs`` processes (default: one
-    per CPU core), as our model uses every core. Its words are normalised like ours (it writes
+    per core this process may use), as our model uses every core. Its words are normalised like ours (it writes
     some as "o'clock", "i'm").
     """
     try:
         import pocketsphinx  # noqa: F401
     except ImportError:
         raise ValueError("pocketsphinx is not installed: pip install pocketsphinx==5.1.1") from None
-    pool = ProcessPoolExecutor(jobs or os.cpu_count(), initializer=_start_pocketsphinx)
+    pool = ProcessPoolExecutor(jobs or available_cores(), initializer=_start_pocketsphinx)
     return lambda audio: list(pool.map(_pocketsphinx_decode, audio))
 
 

@@ -1,4 +1,5 @@
-"""Writing files so that a crash never leaves a half-written one where a good one was."""
+"""Writing files so that a crash never leaves a half-written one where a good one was; how
+many processes a job may run."""
 
 import os
 import shutil
@@ -60,3 +61,9 @@ def write_folder_atomically(path, write: Callable[[Path], object]) -> Path:
         raise
     shutil.rmtree(old, ignore_errors=True)
     return given
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a container's or taskset's share,
+    not every core of the machine as ``os.cpu_count()``): the default number of jobs."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

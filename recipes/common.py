@@ -25,7 +25,7 @@ from lhotse.audio.utils import AudioLoadingError
 from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 
-from asr.files import write_atomically  # noqa: F401 (the recipes' writer)
+from asr.files import available_cores, write_atomically  # noqa: F401 (the recipes' job count and writer)
 from asr.text import normalize_text
 
 # Seconds of audio a training cut may hold. Shorter clips are mostly silence or a cut-off word;
@@ -65,12 +65,6 @@ class SkipLog:
         lines = "".join(f"{file}\t{reason}\n" for file, reason in sorted(self.entries))
         write_atomically(path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
         return path
-
-
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity: a container's or taskset's share,
-    not every core of the machine as ``os.cpu_count()``): the default number of jobs."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def clip_cuts(clips: Iterable[tuple[str, Path, str, str, dict | None]]) -> CutSet:
