@@ -122,8 +122,8 @@ def pocketsphinx_recognizer(jobs: int | None = None) -> Recognizer:
 
     A reference point trained on real speech: it is scored by the same code on the same audio.
     Its decoder is single-threaded, so clips are decoded in ``jobs`` processes (default: one
-    per core this process may use), as our model uses every core. Its words are normalised like ours (it writes
-    some as "o'clock", "i'm").
+    per core this process may use), as our model uses every core. Its words are normalised
+    like ours (it writes some as "o'clock", "i'm").
     """
     try:
         import pocketsphinx  # noqa: F401
