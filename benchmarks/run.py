@@ -3,7 +3,8 @@
     python -m benchmarks.run [--out exp/bench] [--repeats 3] [--model M] [--only PART ...]
 
 Parts: training (throughput against a deepspeech.pytorch-style loop), inference (x real time
-and WER: fp32, bf16, int8, ONNX Runtime, beam + LM, PocketSphinx), limit (FLOPs per audio
+and WER: fp32, bf16, int8, ONNX Runtime, beam + LM, PocketSphinx), stages (reading, resampling,
+features, network, greedy and beam search, each timed alone), limit (FLOPs per audio
 second against the measured matmul peak), scaling (input length and batch size), serving
 (requests per second and latency of asr serve for 1, 4 and 16 clients), startup (one clip
 from the command line, whole process, and its stages, beside PocketSphinx's), data (peak RSS
@@ -20,13 +21,25 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import cluster, data, inference, limit, scaling, serving, startup, streaming, training
+from benchmarks import cluster, data, inference, limit, scaling, serving, stages, startup, streaming, training
 from benchmarks.common import DATA, bench_corpus, in_fresh_process, machine, write_json
 
-PARTS = ("training", "inference", "limit", "scaling", "serving", "startup", "streaming", "data", "cluster")
+PARTS = (
+    "training",
+    "inference",
+    "stages",
+    "limit",
+    "scaling",
+    "serving",
+    "startup",
+    "streaming",
+    "data",
+    "cluster",
+)
 TITLES = {
     "training": "Training throughput (same cuts, same model size)",
     "inference": "Inference: x real time and accuracy (bench test sets, 100 clips each)",
+    "stages": "Where transcription time goes, stage by stage",
     "limit": "The hardware limit",
     "scaling": "Scaling with input length and batch size",
     "serving": "Serving: asr serve under 1, 4 and 16 clients at once",
@@ -97,6 +110,7 @@ def report(results: dict) -> str:
     renderers = {
         "training": training.markdown,
         "inference": inference.markdown,
+        "stages": stages.markdown,
         "limit": lambda r: limit.markdown(r, _greedy_speed(results)),
         "scaling": scaling.markdown,
         "serving": serving.markdown,

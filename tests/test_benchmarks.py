@@ -193,3 +193,21 @@ def test_the_streaming_benchmark_times_both_kinds_of_stream(monkeypatch, corpus,
     assert all(r["clips"] == 2 and r["real_time_factor"] > 0 and r["finish_s"] > 0 for r in rows)
     text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": MACHINE, "streaming": result})
     assert "## Live transcription" in text and f"| {uni} | exact | test | " in text
+
+
+def test_the_stage_benchmark_times_every_stage_and_shares_add_up(monkeypatch, corpus, tmp_path):
+    from benchmarks import stages
+
+    monkeypatch.setattr(stages, "bench_corpus", lambda: Path(corpus["test"]).parent)
+    torch.manual_seed(0)
+    model = save_model(RecurrentCTC(TINY), tmp_path / "model.pt")
+    write_beam_defaults(model, DecodingOptions(method="beam", beam_size=3))
+    result = stages.measure(str(model), repeats=1)
+    names = [r["stage"] for r in result["rows"]]
+    assert names == ["read files (FLAC)", "resample 44.1 -> 16 kHz", "log-mel features", "network",
+                     "greedy search", "beam 3 search"]  # fmt: skip
+    assert all(r["wall_seconds"] > 0 and r["x_real_time"] > 0 for r in result["rows"])
+    for pipeline in result["pipelines"]:
+        assert sum(pipeline["shares"].values()) == pytest.approx(100, abs=0.5)
+    text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": MACHINE, "stages": result})
+    assert "| network | " in text and "| beam 3 | " in text
