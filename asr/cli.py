@@ -661,6 +661,11 @@ def _add_decoding_arguments(p: argparse.ArgumentParser, several: bool = False) -
     g.add_argument(
         "--rescore-nbest", type=int, help=f"with both LMs: hypotheses to rescore ({default.rescore_nbest})"
     )
+    g.add_argument(
+        "--hotwords", nargs="+", metavar="PHRASE[:BOOST]",
+        help=f"words to favour, each scoring BOOST more when said (default {HOTWORD_BOOST}); words "
+        "the LM lacks become possible (beam search with an LM)",
+    )  # fmt: skip
 
 
 def _decoding_options(args, model, method: str | None = None):
@@ -684,8 +689,23 @@ def _decoding_options(args, model, method: str | None = None):
         "lexicon": args.lexicon, "charlm": args.charlm, "lm_weight": args.lm_weight,
         "word_score": args.word_score, "charlm_weight": args.charlm_weight,
         "rescore_nbest": args.rescore_nbest,
+        "hotwords": args.hotwords and tuple(_hotword(spec) for spec in args.hotwords),
     }  # fmt: skip
     return replace(base, **{key: value for key, value in given.items() if value is not None})
+
+
+HOTWORD_BOOST = 5.0  # a hotword's boost when --hotwords gives none
+
+
+def _hotword(spec: str) -> tuple[str, float]:
+    """``PHRASE[:BOOST]`` -> (phrase, boost)."""
+    phrase, colon, boost = spec.rpartition(":")
+    if not colon:
+        return spec, HOTWORD_BOOST
+    try:
+        return phrase, float(boost)
+    except ValueError:
+        raise ValueError(f"--hotwords {spec!r}: the boost after ':' must be a number") from None
 
 
 def _add_runtime_arguments(p: argparse.ArgumentParser, precision: bool = True) -> None:

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from asr.files import write_atomically
-from asr.text import CharTokenizer
+from asr.text import CharTokenizer, normalize_text
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,25 @@ class DecodingOptions:
     charlm_weight: float = 0.5  # weight of the character LM's log-probability (natural log)
     rescore_nbest: int = 16  # with both LMs: the n-gram search's hypotheses the character LM rescores
     nbest: int = 1  # hypotheses returned per utterance (the best first)
+    # (phrase, boost): each word of the phrase scores ``boost`` more (natural log, as the
+    # acoustic scores) whenever the search ends it; words outside the LM's join the lexicon.
+    hotwords: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
+        hotwords = []
+        for phrase, boost in self.hotwords:
+            words = normalize_text(phrase).split()
+            if not words or not math.isfinite(float(boost)):
+                raise ValueError(
+                    f"hotword {phrase!r}:{boost}: needs a word of the alphabet and a finite boost"
+                )
+            hotwords.append((" ".join(words), float(boost)))
+        object.__setattr__(self, "hotwords", tuple(hotwords))  # also from JSON's lists
+        if self.hotwords and (self.method != "beam" or not self.lm or self.lm_weight <= 0):
+            raise ValueError(
+                "hotwords boost words of the beam search's word n-gram: they need method beam, an LM "
+                "(lm) and a positive lm_weight"
+            )
         if self.method not in ("greedy", "beam"):
             raise ValueError(f"decoding method must be greedy or beam, got {self.method!r}")
         if self.charlm and self.lexicon and not self.lm:
@@ -181,6 +199,7 @@ class DecodingOptions:
             f"beam {self.beam_size}"
             + (" + n-gram" if self.lm else "")
             + (" + char LM" if self.charlm else "")
+            + (f" + {len(self.hotwords)} hotwords" if self.hotwords else "")
         )
 
 
@@ -222,7 +241,13 @@ class BeamSearch:
         self.nbest = options.nbest
         if self.lexicon:
             lexicon = options.lexicon or str(_lexicon_of(options.lm))
-            self.words, lm, trie = _word_search(lexicon, options.lm, tuple(tokenizer.tokens))
+            # Each hotword's boost, in the LM's units (the search multiplies them by lm_weight).
+            boosts = {}
+            for phrase, boost in options.hotwords:
+                for word in phrase.split():
+                    boosts[word] = max(boosts.get(word, -math.inf), boost / options.lm_weight)
+            boosts = tuple(sorted(boosts.items()))
+            self.words, lm, trie = _word_search(lexicon, options.lm, tuple(tokenizer.tokens), boosts)
             if self.charlm:
                 self.nbest = max(self.nbest, options.rescore_nbest)
             settings = LexiconDecoderOptions(
@@ -322,18 +347,26 @@ def read_lexicon(path) -> dict[str, list[str]]:
     return lexicon
 
 
-@lru_cache(maxsize=2)
-def _word_search(lexicon: str, lm: str | None, tokens: tuple[str, ...]):
+@lru_cache(maxsize=4)
+def _word_search(
+    lexicon: str, lm: str | None, tokens: tuple[str, ...], boosts: tuple[tuple[str, float], ...] = ()
+):
     """What a lexicon search needs, built once whatever the weights: the word dictionary (the
-    lexicon's words in order, then <unk>), the n-gram LM (or none) and the trie of spellings,
-    each word's unigram score smeared over its prefixes."""
+    lexicon's words in order, the boosted words it lacks, then <unk>), the n-gram LM (or none)
+    and the trie of spellings, each word's unigram score smeared over its prefixes. Boosted
+    words (hotwords: ``(word, bonus in LM units)``) score their bonus more in the LM and in the
+    trie, so that the search's look-ahead favours their prefixes too."""
     from flashlight.lib.text.decoder import SmearingMode, Trie, ZeroLM
     from flashlight.lib.text.dictionary import Dictionary
 
-    spellings = read_lexicon(lexicon)
+    spellings = dict(read_lexicon(lexicon))
+    bonus = dict(boosts)
+    spellings |= {word: [word] for word in bonus if word not in spellings}
     words = Dictionary([*spellings, *([] if UNK_WORD in spellings else [UNK_WORD])])
     words.set_default_index(words.get_index(UNK_WORD))
     model = _kenlm(lm, words) if lm else ZeroLM()
+    if bonus:
+        model = _boosted(model, {words.get_index(word): value for word, value in bonus.items()})
     spell = _speller(tokens)
     trie = Trie(len(tokens), tokens.index(" "))
     start = model.start(False)
@@ -349,6 +382,29 @@ def _word_search(lexicon: str, lm: str | None, tokens: tuple[str, ...]):
             trie.insert(ids, index, score)
     trie.smear(SmearingMode.MAX)
     return words, model, trie
+
+
+def _boosted(model, bonus: dict[int, float]):
+    """``model`` (a flashlight LM) scoring ``bonus[word id]`` more for each of those words.
+    Flashlight calls its ``score`` each time a hypothesis ends a word: a Python call there."""
+    from flashlight.lib.text.decoder import LM
+
+    class Boosted(LM):
+        def __init__(self):
+            LM.__init__(self)
+            self.model = model  # kept alive with its states
+
+        def start(self, start_with_nothing):
+            return model.start(start_with_nothing)
+
+        def score(self, state, word):
+            state, score = model.score(state, word)
+            return state, score + bonus.get(word, 0.0)
+
+        def finish(self, state):
+            return model.finish(state)
+
+    return Boosted()
 
 
 def _speller(tokens: tuple[str, ...]):

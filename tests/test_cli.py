@@ -314,6 +314,17 @@ def test_transcribe_and_evaluate_with_beam_search_and_an_ngram_lm(trained, corpu
     assert out.returncode == 0, out.stderr
     assert "| test | asr beam 8 + n-gram | 4 |" in out.stdout
     assert (tmp_path / "cuts_test.beam8+n-gram.hyps.jsonl").is_file()
+    # Hotwords: a word the LM lacks becomes possible; a boost must be a number.
+    out = run_asr(
+        "transcribe", speech_wav, "--model", str(trained["model"]), *beam, "--hotwords", "hullo:3", "tst"
+    )
+    assert out.returncode == 0, out.stderr
+    out = run_asr("transcribe", speech_wav, "--model", str(trained["model"]), *beam, "--hotwords", "hullo:x")
+    assert out.returncode == 1 and "--hotwords 'hullo:x': the boost after ':' must be a number" in out.stderr
+    out = run_asr(
+        "transcribe", speech_wav, "--model", str(trained["model"]), "--decoder", "greedy", "--hotwords", "a"
+    )
+    assert out.returncode == 1 and "hotwords boost words of the beam search's word n-gram" in out.stderr
 
 
 def test_lm_tune_saves_the_best_weights_and_beam_decoding_then_uses_them(

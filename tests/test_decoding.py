@@ -310,6 +310,31 @@ def test_a_lexicon_keeps_the_search_to_its_words(word_lm):
     assert text_of(BeamSearch(options, TOKENIZER, FRAME_SHIFT)(ambiguous_log_probs())[0]) == "the cat sat"
 
 
+def test_a_hotword_outside_the_lm_becomes_possible_and_a_boost_tips_a_close_call(word_lm):
+    emissions = ambiguous_log_probs(first="k", second="c")  # the audio says "kat" a little more
+    plain = DecodingOptions(method="beam", lm=word_lm, lm_weight=0.5)
+    assert text_of(BeamSearch(plain, TOKENIZER, FRAME_SHIFT)(emissions)[0]) == "the cat sat"
+    boosted = replace(plain, hotwords=(("Kat", 2.0),))  # normalised like transcripts
+    assert boosted.hotwords == (("kat", 2.0),) and boosted.name == "beam 32 + n-gram + 1 hotwords"
+    assert text_of(BeamSearch(boosted, TOKENIZER, FRAME_SHIFT)(emissions)[0]) == "the kat sat"
+    # A word the LM knows: "mat" against "cat" (the LM's favourite after "the").
+    emissions = ambiguous_log_probs(first="c", second="m")
+    for hotwords, expected in (
+        ((), "the cat sat"),
+        ((("mat", 0.5),), "the cat sat"),
+        ((("mat", 3.0),), "the mat sat"),
+    ):
+        options = replace(plain, hotwords=hotwords)
+        assert text_of(BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions)[0]) == expected, hotwords
+
+
+def test_hotwords_need_an_lm_and_a_word(word_lm):
+    with pytest.raises(ValueError, match="hotwords boost words of the beam search's word n-gram"):
+        DecodingOptions(method="beam", hotwords=(("kat", 2.0),))
+    with pytest.raises(ValueError, match="hotword '--':2.0: needs a word"):
+        DecodingOptions(method="beam", lm=word_lm, hotwords=(("--", 2.0),))
+
+
 def test_beam_words_carry_times_and_confidences(word_lm):
     options = DecodingOptions(method="beam", lm=word_lm, lm_weight=1.0)
     words = BeamSearch(options, TOKENIZER, FRAME_SHIFT)(ambiguous_log_probs())[0]
