@@ -120,6 +120,8 @@ demo: setup ## transcribe the demo clips with the shipped model: text, word timi
 	$(BIN)/asr transcribe --format tsv $(DEMO)/synth-test_unseen_voice-000001.flac
 	@echo "--- against the references"
 	$(BIN)/asr evaluate --show $(DEMO)/cuts.jsonl --output-dir exp/demo --decoder greedy beam
+	@echo "--- live: the streaming model hearing a clip in 200 ms chunks (asr stream --model streaming)"
+	$(BIN)/asr stream --model streaming $(DEMO)/synth-test-000002.flac
 
 prepare: setup ## make the RECIPE's manifests under data/RECIPE
 	$(BIN)/python -m recipes.$(RECIPE).prepare --out $(DATA) $(PREPARE_ARGS)

@@ -1,4 +1,4 @@
-"""The shipped English model (asr/models/default.pt) on the shipped demo clips.
+"""The shipped English models (asr/models/default.pt, and streaming.pt) on the shipped demo clips.
 
 `make demo` runs exactly these commands; these tests fail if the model goes missing, grows past
 its size budget, or stops transcribing the demo clips.
@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 import asr
+from asr.audio import SAMPLE_RATE
 from asr.data import read_cuts
 from asr.decoding import DecodingOptions
 from asr.evaluation import evaluate, model_recognizer
-from asr.model import DEFAULT_MODEL
+from asr.model import DEFAULT_MODEL, MODELS_DIR
 
 DEMO = Path(__file__).parents[1] / "recipes" / "synth" / "demo"
 
@@ -85,3 +86,47 @@ def test_evaluate_shows_each_demo_clip_against_its_reference(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("REF: ") == out.stdout.count("HYP: ") == 6
     assert f"| cuts | asr {asr.load_model().beam_options.name} | 6 |" in out.stdout  # the default decoder
+
+
+@pytest.fixture(scope="module")
+def streaming():
+    return asr.load_model("streaming")
+
+
+def test_the_streaming_model_ships_with_its_card_and_streams_exactly(streaming):
+    path = MODELS_DIR / "streaming.pt"
+    assert path.is_file() and path.stat().st_size <= 10e6
+    card = path.with_suffix(".md").read_text()
+    assert "make train RECIPE=synth" in card and "PocketSphinx" in card
+    assert not streaming.config.bidirectional and streaming.beam_options.lm
+    assert streaming.stream().mode == "exact"
+
+
+def test_the_streaming_model_transcribes_the_demo_clips_as_it_hears_them(streaming, demo_cuts):
+    seen = demo_cuts.filter(lambda c: "unseen" not in c.id)
+    greedy = DecodingOptions()
+    step = SAMPLE_RATE // 10  # 100 ms chunks
+    for cut in seen:
+        audio = cut.load_audio()[0]
+        stream = streaming.stream(options=greedy, pause=None)
+        partials = [stream.feed(audio[i : i + step]).text for i in range(0, len(audio), step)]
+        final = stream.finish()
+        assert final.text == streaming.transcribe(audio, SAMPLE_RATE, greedy).text
+        assert partials[-1] and final.text.startswith(partials[-1].rsplit(" ", 1)[0])
+    # STREAMING_BOUNDS
+    words = sum(len(c.supervisions[0].text.split()) for c in seen)
+    beam = evaluate(model_recognizer(streaming), seen)
+    assert beam.wer * words <= STREAMING_BEAM_ERRORS, beam.listing()
+
+
+def test_stream_command_takes_the_streaming_model_by_name():
+    clip = DEMO / "synth-test-000001.flac"
+    out = subprocess.run(
+        [sys.executable, "-m", "asr.cli", "stream", str(clip), "--model", "streaming", "--chunk-ms", "100"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("[") and lines[-1].startswith("final: ") and len(lines[-1]) > len("final: ")
+

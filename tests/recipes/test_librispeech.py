@@ -156,3 +156,16 @@ def test_the_8_gpu_config_parses_and_dry_runs_on_two_cpu_processes(prepared, tmp
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Starting with 2 processes" in done.stdout + done.stderr
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_the_8_gpu_run_on_one_gpu_accumulates_eight_batches_an_update(capsys):
+    names = ("config_gpu.yaml", "config_8gpu.yaml", "config_8gpu_on_1.yaml")
+    command = [
+        "fit",
+        *(word for name in names for word in ("--config", str(REPO / "recipes" / "librispeech" / name))),
+    ]
+    with pytest.raises(SystemExit):
+        asr_main([*command, "--print_config"])
+    printed = capsys.readouterr().out
+    assert "accumulate_grad_batches: 8" in printed and "devices: 1" in printed and "strategy: auto" in printed
+    assert "lr: 0.0028" in printed and "max_duration: 800" in printed  # the 8-GPU run's settings
