@@ -766,7 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pause", type=float, default=0.8,
         help="seconds without speech after which the text so far becomes final, decoded with the "
-        "final options (default: 0.8; 0: only at the end)",
+        "final options (default: 0.8; 0: only at the end); a bidirectional model's window stream "
+        "makes words final as its window moves instead",
     )  # fmt: skip
     p.add_argument(
         "--sample-rate", type=int, default=16000, help="rate of raw audio on stdin (default: 16000)"
