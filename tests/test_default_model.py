@@ -113,10 +113,10 @@ def test_the_streaming_model_transcribes_the_demo_clips_as_it_hears_them(streami
         final = stream.finish()
         assert final.text == streaming.transcribe(audio, SAMPLE_RATE, greedy).text
         assert partials[-1] and final.text.startswith(partials[-1].rsplit(" ", 1)[0])
-    # STREAMING_BOUNDS
+    # With its beam search and LM it gets 4 of the 24 words wrong (greedy 14); two words of margin.
     words = sum(len(c.supervisions[0].text.split()) for c in seen)
     beam = evaluate(model_recognizer(streaming), seen)
-    assert beam.wer * words <= STREAMING_BEAM_ERRORS, beam.listing()
+    assert beam.wer * words <= 6, beam.listing()
 
 
 def test_stream_command_takes_the_streaming_model_by_name():
@@ -129,4 +129,3 @@ def test_stream_command_takes_the_streaming_model_by_name():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("[") and lines[-1].startswith("final: ") and len(lines[-1]) > len("final: ")
-
