@@ -53,7 +53,7 @@ APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us
 APT_NON_FREE := rhvoice rhvoice-english libttspico-utils libttspico-data festvox-rablpc16k festlex-oald \
 	mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 mbrola-de4
 
-.PHONY: help setup system test test-slow fuzz lint demo prepare train export ship eval bench clean
+.PHONY: help setup system test test-slow fuzz lint demo prepare train export ship charlm ship-charlm eval bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -146,6 +146,19 @@ ship: ## SHIP_RUN's best checkpoint -> the shipped model SHIP_AS, with its LM an
 		--out $(DEFAULT_LM) --exclude data/uqm/text/dev_human.txt data/uqm/text/test_human.txt)
 	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz data/uqm/cuts_dev_human.jsonl.gz --model $(SHIP_MODEL) \
 		--lm $(DEFAULT_LM) --first 300 --beam-size 128 --beam-size-token 5 --save
+
+# The character LM beside the default model: trained on the synth recipe's LM text.
+CHARLM_CONFIG := recipes/synth/charlm.yaml
+CHARLM_RUN := exp/synth-charlm
+
+charlm: ## train the character RNN LM (CHARLM_CONFIG; resumes its last checkpoint) -> exp/synth-charlm/charlm.pt
+	$(MAKE) --no-print-directory prepare RECIPE=synth
+	$(BIN)/asr lm fit --config $(CHARLM_CONFIG) \
+		$$([ -f $(CHARLM_RUN)/checkpoints/last.ckpt ] && echo --ckpt_path $(CHARLM_RUN)/checkpoints/last.ckpt)
+	$(BIN)/asr lm export $(CHARLM_RUN)/checkpoints/best.ckpt $(CHARLM_RUN)/charlm.pt
+
+ship-charlm: ## the character LM run's best checkpoint -> asr/models/default.charlm.pt (asr lm sample's default)
+	$(BIN)/asr lm export $(CHARLM_RUN)/checkpoints/best.ckpt asr/models/default.charlm.pt
 
 eval: prepare $(if $(filter synth,$(RECIPE)),$(HUMAN_CUTS) $(TUXPAINT_CUTS)) $(MODEL) ## WER/CER of MODEL on every test manifest of RECIPE, beside COMPARE
 	$(BIN)/asr evaluate --model $(MODEL) $(EVAL_CUTS) --output-dir $(EXP) \

@@ -19,13 +19,16 @@ import torch
 from torch import nn
 from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
 
-from asr.model import RNN_TYPES, load_network, save_network
+from asr.model import MODELS_DIR, RNN_TYPES, load_network, save_network
 from asr.text import DEFAULT_ALPHABET, CharTokenizer, normalize_text
 
 CELLS = {"gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}  # one step of a layer (LSTM: lstm_cell)
 WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # a layer's parameters, in the cells' order
 BOUNDARY = 0  # begin and end of sentence: the tokenizer's blank id, never a character
 IGNORE = -100  # target of padding positions; cross-entropy skips it
+# The character LM shipped beside the default model (`make charlm`, then `make ship-charlm`):
+# what `asr lm sample` and `asr lm perplexity` use when no --model is named.
+DEFAULT_CHARLM = MODELS_DIR / "default.charlm.pt"
 
 
 @dataclass
@@ -116,8 +119,9 @@ def save_charlm(model: CharLM, path) -> Path:
     return save_network(model, CHARLM_FORMAT, path)
 
 
-def load_charlm(path, device: str | torch.device = "cpu") -> CharLM:
-    """Load a file written by :func:`save_charlm` (``asr lm export``), in eval mode and float32."""
+def load_charlm(path=DEFAULT_CHARLM, device: str | torch.device = "cpu") -> CharLM:
+    """Load a file written by :func:`save_charlm` (``asr lm export``), in eval mode and float32;
+    by default the shipped one."""
     build = lambda config: CharLM(CharLMConfig(**config))  # noqa: E731
     return load_network(path, CHARLM_FORMAT, build, "character LM file", device)
 

@@ -1,10 +1,12 @@
-"""The shipped English models (asr/models/default.pt, and streaming.pt) on the shipped demo clips.
+"""The shipped English models (asr/models/default.pt, streaming.pt, the character LM default.charlm.pt)
+on the shipped demo clips.
 
 `make demo` runs exactly these commands; these tests fail if the model goes missing, grows past
 its size budget, or stops transcribing the demo clips.
 """
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 import asr
 from asr.audio import SAMPLE_RATE
+from asr.charlm import DEFAULT_CHARLM, load_charlm, perplexity
 from asr.data import read_cuts
 from asr.decoding import DecodingOptions
 from asr.evaluation import evaluate, model_recognizer
@@ -129,3 +132,23 @@ def test_stream_command_takes_the_streaming_model_by_name():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("[") and lines[-1].startswith("final: ") and len(lines[-1]) > len("final: ")
+
+
+def test_the_character_lm_ships_beside_the_default_model(demo_cuts):
+    """`asr lm sample` and `asr lm perplexity` need no --model: the shipped character LM knows
+    English spelling (the demo references against the same characters in a shuffled order)."""
+    assert DEFAULT_CHARLM.is_file() and DEFAULT_CHARLM.stat().st_size <= 10e6
+    lm = ["-m", "asr.cli", "lm"]
+    out = subprocess.run(
+        [sys.executable, *lm, "sample", "--prompt", "the ", "-n", "3", "--seed", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    samples = out.stdout.splitlines()
+    assert len(samples) == 3 and all(s.startswith("the ") and len(s) > 6 for s in samples), samples
+    references = [c.supervisions[0].text for c in demo_cuts]
+    shuffled = ["".join(random.Random(0).sample(s, len(s))) for s in references]
+    model = load_charlm()
+    english, scrambled = perplexity(model, references), perplexity(model, shuffled)
+    assert english < 5 and scrambled > 2 * english, (english, scrambled)
