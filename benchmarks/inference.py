@@ -1,6 +1,7 @@
 """Inference speed with accuracy beside it: the model in fp32, bf16 (autocast), int8 (dynamic
 quantization of the LSTM and linear layers) and ONNX Runtime, decoding greedily and with the
-beam search + word 3-gram it was tuned with; PocketSphinx on the same audio.
+beam search + word 3-gram it was tuned with; pyctcdecode's beam search (as wide, the same
+3-gram) on the fp32 network's output; PocketSphinx on the same audio.
 
     python -m benchmarks.inference [--model M] [--repeats 3] --json OUT
 
@@ -20,6 +21,7 @@ import torch
 from asr.data import read_cuts
 from asr.decoding import DecodingOptions
 from asr.evaluation import Recognizer, evaluate, model_recognizer, pocketsphinx_recognizer
+from asr.inference import log_probs_batch
 from asr.model import load_model
 from asr.onnx import export_onnx
 from benchmarks.common import TEST_SETS, bench_corpus, write_json
@@ -56,12 +58,28 @@ def variants(model_path: str | None, onnx_dir: Path) -> dict[str, tuple[object, 
     return found
 
 
+def pyctcdecode_recognizer(model, options: DecodingOptions) -> tuple[str, Recognizer]:
+    """pyctcdecode's beam search (``options``' beam width and n-gram, its own weights as
+    ``recipes.synth.decoders`` chose them) on the network's fp32 output: its name and itself."""
+    from recipes.synth.decoders import pyctcdecode_decoder
+
+    decode = pyctcdecode_decoder(model.config.alphabet, options.beam_size, options.lm)
+
+    def run(audio):
+        found = dict(log_probs_batch(model, [torch.from_numpy(a) for a in audio]))
+        return [decode(found[i]) for i in range(len(audio))]
+
+    return f"pyctcdecode 0.5.0 beam {options.beam_size}" + (" + n-gram" if options.lm else ""), run
+
+
 def recognizers(model_path: str | None, onnx_dir: Path) -> dict[str, Recognizer]:
-    """Every recognizer measured, by name: :func:`variants` and PocketSphinx."""
+    """Every recognizer measured, by name: :func:`variants`, pyctcdecode and PocketSphinx."""
     found = {}
     for name, (network, options, bf16) in variants(model_path, onnx_dir).items():
         recognize = model_recognizer(network, options)
         found[name] = _in_bf16(recognize) if bf16 else recognize
+    model = load_model(model_path)
+    name, found[name] = pyctcdecode_recognizer(model, model.beam_options or DecodingOptions(method="beam"))
     found["PocketSphinx 5.1.1"] = pocketsphinx_recognizer()
     return found
 

@@ -78,10 +78,12 @@ def summary(results: dict) -> list[str]:
         for test_set in ("test", "test_unseen_voice"):
             ours, ps = rows["fp32 greedy", test_set], rows["PocketSphinx 5.1.1", test_set]
             beam = next(r for (name, s), r in rows.items() if s == test_set and name.startswith("fp32 beam"))
+            other = [r for (name, s), r in rows.items() if s == test_set and name.startswith("pyctc")]
             lines.append(
                 f"- {test_set}: greedy {ours['x_real_time']:.0f}x real time (WER {ours['wer']:.1f} %), "
-                f"beam + LM {beam['x_real_time']:.0f}x (WER {beam['wer']:.1f} %), PocketSphinx "
-                f"{ps['x_real_time']:.0f}x (WER {ps['wer']:.1f} %): greedy "
+                f"beam + LM {beam['x_real_time']:.0f}x (WER {beam['wer']:.1f} %)"
+                + "".join(f", pyctcdecode {r['x_real_time']:.0f}x (WER {r['wer']:.1f} %)" for r in other)
+                + f", PocketSphinx {ps['x_real_time']:.0f}x (WER {ps['wer']:.1f} %): greedy "
                 f"{ours['x_real_time'] / ps['x_real_time']:.0f}x and beam + LM "
                 f"{beam['x_real_time'] / ps['x_real_time']:.0f}x PocketSphinx's speed"
             )

@@ -75,6 +75,7 @@ def test_every_inference_variant_transcribes(corpus, tmp_path):
         found
     )
     assert any(name.startswith("onnxruntime beam") for name in found)
+    assert any(name.startswith("pyctcdecode 0.5.0 beam") for name in found)
     # A model whose default is its beam search: each row still decodes as its name says.
     write_beam_defaults(tmp_path / "model.pt", DecodingOptions(method="beam", beam_size=3))
     for name, (_, options, bf16) in inference.variants(str(tmp_path / "model.pt"), tmp_path).items():
