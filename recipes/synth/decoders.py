@@ -1,6 +1,7 @@
 """Every decoder on the same network outputs: our beam searches beside pyctcdecode's.
 
     python -m recipes.synth.decoders [--first N] [--model MODEL] [--charlm LM] [--manifests M ...]
+        [--decoders greedy ngram ...] [--beam-thresholds 25 15 ...]
 
 The network runs once per manifest (its speed is printed once); then each decoder reads the
 same log-probabilities: greedy; our beam search without an LM, with the model's tuned word
@@ -54,10 +55,11 @@ def ours(options: DecodingOptions, alphabet: str, frame_shift: float):
     return lambda log_probs: " ".join(w.text for w in decode(log_probs))
 
 
-def decoders(model, charlm: str, weights: dict[str, float], chosen=DECODERS) -> dict:
+def decoders(model, charlm: str, weights: dict[str, float], chosen=DECODERS, thresholds=None) -> dict:
     """Table name -> decoder of each of ``chosen`` (keys of :data:`DECODERS`), in table order.
 
-    ``model.beam_options`` is the tuned n-gram search; the others keep its beam.
+    ``model.beam_options`` is the tuned n-gram search; the others keep its beam. With
+    ``thresholds``, the n-gram search comes once per beam threshold.
     """
     alphabet, shift = model.config.alphabet, model.config.frame_shift
     ngram = replace(model.beam_options, charlm=None)
@@ -74,7 +76,11 @@ def decoders(model, charlm: str, weights: dict[str, float], chosen=DECODERS) -> 
     }
     width, found = beam.beam_size, {}
     for key in (k for k in DECODERS if k in chosen):
-        if key in searches:
+        if key == "ngram" and thresholds:
+            for threshold in thresholds:
+                options = replace(ngram, beam_threshold=threshold)
+                found[f"{ngram.name}, threshold {threshold:g}"] = ours(options, alphabet, shift)
+        elif key in searches:
             found[searches[key].name] = ours(searches[key], alphabet, shift)
         elif key == "pyctcdecode":
             found[f"pyctcdecode beam {width}"] = pyctcdecode_decoder(alphabet, width)
@@ -93,6 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--manifests", nargs="+", default=MANIFESTS, metavar="MANIFEST")
     parser.add_argument("--first", type=int, help="the first N cuts of each manifest only")
     parser.add_argument("--decoders", nargs="+", choices=DECODERS, default=DECODERS, help="default: all")
+    parser.add_argument(
+        "--beam-thresholds", type=float, nargs="+", metavar="T",
+        help="the n-gram search once per beam threshold (default: the model's tuned one)",
+    )  # fmt: skip
     parser.add_argument("--fusion-weight", type=float, default=FUSION_WEIGHT, help="char LM alone")
     parser.add_argument(
         "--rescore-weight", type=float, help=f"char LM rescoring (default: the model's, or {RESCORE_WEIGHT})"
@@ -111,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     rescore = rescore if args.rescore_weight is None else args.rescore_weight
     weights = {"fusion": args.fusion_weight, "rescore": rescore, "alpha": args.alpha, "beta": args.beta}
     logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # its notes on ARPA loading times
-    found = decoders(model, charlm, weights, args.decoders)
+    found = decoders(model, charlm, weights, args.decoders, args.beam_thresholds)
     rows, network = [], []
     for manifest in args.manifests:
         cuts = read_cuts(manifest)

@@ -52,3 +52,11 @@ def test_every_decoder_gets_a_row_per_test_set(model_folder, corpus, capsys):
 def test_a_model_without_a_tuned_ngram_is_refused(untrained_model_file):
     with pytest.raises(SystemExit, match="no tuned n-gram beam search"):
         decoders.main(["--model", untrained_model_file, "--manifests", "unused.jsonl.gz"])
+
+
+def test_the_ngram_search_comes_once_per_beam_threshold(model_folder, corpus, capsys):
+    args = ["--model", str(model_folder / "model.pt"), "--manifests", corpus["test"], "--first", "2"]
+    decoders.main([*args, "--decoders", "ngram", "--beam-thresholds", "25", "12.5"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split(" | ")[1] for line in lines if line.startswith("| test |")]
+    assert rows == ["beam 8 + n-gram, threshold 25", "beam 8 + n-gram, threshold 12.5"]
