@@ -42,16 +42,16 @@ def test_the_default_model_ships_with_its_card_and_fits_the_budget():
 
 
 def test_the_default_model_transcribes_the_demo_clips(model, demo_cuts):
-    # The seen voices' clips hold 24 words: the shipped model gets 8 wrong greedy (33 %) and 3
-    # with its beam search and LM (12.5 %); the unseen voice's CER is 21 %. Each bound leaves
-    # two words (or 10 characters) of margin, so a decoding quirk does not fail it, while a
+    # The seen voices' clips hold 24 words: the shipped model gets 9 wrong greedy (38 %) and 2
+    # with its beam search and LM (8 %); the unseen voice's CER is 24 %. Each bound leaves
+    # two words (or 6 points of CER) of margin, so a decoding quirk does not fail it, while a
     # worse model or LM does.
     seen = demo_cuts.filter(lambda c: "unseen" not in c.id)
     greedy = evaluate(model_recognizer(model, DecodingOptions()), seen)
     words = sum(len(ref.split()) for ref in greedy.refs)
-    assert greedy.wer * words <= 10, greedy.listing()
+    assert greedy.wer * words <= 11, greedy.listing()
     beam = evaluate(model_recognizer(model), seen)  # by default: its tuned beam search and LM
-    assert model.beam_options.lm and beam.wer * words <= 5, beam.listing()
+    assert model.beam_options.lm and beam.wer * words <= 4, beam.listing()
     unseen = demo_cuts.filter(lambda c: "unseen" in c.id)
     unseen = evaluate(model_recognizer(model, DecodingOptions()), unseen)
     assert unseen.cer <= 0.30, unseen.listing()
