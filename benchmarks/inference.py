@@ -74,12 +74,13 @@ def pyctcdecode_recognizer(model, options: DecodingOptions) -> tuple[str, Recogn
 
 def recognizers(model_path: str | None, onnx_dir: Path) -> dict[str, Recognizer]:
     """Every recognizer measured, by name: :func:`variants`, pyctcdecode and PocketSphinx."""
-    found = {}
-    for name, (network, options, bf16) in variants(model_path, onnx_dir).items():
+    found, ours = {}, variants(model_path, onnx_dir)
+    for name, (network, options, bf16) in ours.items():
         recognize = model_recognizer(network, options)
         found[name] = _in_bf16(recognize) if bf16 else recognize
-    model = load_model(model_path)
-    name, found[name] = pyctcdecode_recognizer(model, model.beam_options or DecodingOptions(method="beam"))
+    # The fp32 network and its beam search's width and LM (the first beam row).
+    model, beam = next((net, options) for net, options, _ in ours.values() if options.method == "beam")
+    name, found[name] = pyctcdecode_recognizer(model, beam)
     found["PocketSphinx 5.1.1"] = pocketsphinx_recognizer()
     return found
 
