@@ -16,8 +16,10 @@ EXP := $(or $(shell sed -n 's/^  default_root_dir: *//p' $(CONFIG) 2>/dev/null |
 # INIT=default (the shipped model), or a model file or checkpoint: fine-tune from it.
 INIT ?=
 FIT_ARGS = $(if $(INIT),--model.init_from $(if $(filter default,$(INIT)),$(DEFAULT_MODEL),$(INIT)))
-# People's speech (recipes/uqm): the shipped model trains on it (mix.yaml) and is scored on it.
-HUMAN_CUTS := data/uqm/cuts_train.jsonl.gz
+# People's speech (recipes/uqm): the shipped model trains on it (mix.yaml: its clips and their
+# new voices, stage 4) and is scored on it (stage 3's dev_human and test_human).
+HUMAN_CUTS := data/uqm/cuts_test_human.jsonl.gz
+HUMAN_TRAIN := data/uqm/cuts_train_voices.jsonl.gz
 # A second, small test of people's speech (recipes/tuxpaint: spoken stamp descriptions), scored only.
 TUXPAINT_CUTS := data/tuxpaint/cuts_test_tuxpaint.jsonl.gz
 # The shipped default model (trained by `make train RECIPE=synth`, put here by `make ship`),
@@ -127,12 +129,15 @@ prepare: setup ## make the RECIPE's manifests under data/RECIPE
 	$(BIN)/python -m recipes.$(RECIPE).prepare --out $(DATA) $(PREPARE_ARGS)
 
 $(HUMAN_CUTS): | setup
+	$(BIN)/python -m recipes.uqm.prepare --out data/uqm --stop-stage 3
+
+$(HUMAN_TRAIN): | setup
 	$(BIN)/python -m recipes.uqm.prepare --out data/uqm
 
 $(TUXPAINT_CUTS): | setup
 	$(BIN)/python -m recipes.tuxpaint.prepare --out data/tuxpaint
 
-train: prepare $(if $(findstring data/uqm,$(foreach c,$(CONFIG),$(file < $(c)))),$(HUMAN_CUTS)) ## train RECIPE with CONFIG in exp/RECIPE[-CONFIG] (resumes its last checkpoint; INIT=default fine-tunes the shipped model), then export
+train: prepare $(if $(findstring data/uqm,$(foreach c,$(CONFIG),$(file < $(c)))),$(HUMAN_TRAIN)) ## train RECIPE with CONFIG in exp/RECIPE[-CONFIG] (resumes its last checkpoint; INIT=default fine-tunes the shipped model), then export
 	$(BIN)/asr fit $(foreach c,$(CONFIG),--config $(c)) $(FIT_ARGS) \
 		$$([ -f $(EXP)/checkpoints/last.ckpt ] && echo --ckpt_path $(EXP)/checkpoints/last.ckpt)
 	$(MAKE) --no-print-directory export

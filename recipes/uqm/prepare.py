@@ -1,6 +1,6 @@
 """uqm: real recorded English speech, the voice acting of The Ur-Quan Masters (Debian non-free).
 
-    python -m recipes.uqm.prepare --out data/uqm [--corpus-dir DIR] [--stage 1 --stop-stage 3]
+    python -m recipes.uqm.prepare --out data/uqm [--corpus-dir DIR] [--stage 1 --stop-stage 4]
 
 Debian's ``uqm-voice`` (the 3DO voice pack, ~2,200 Ogg clips, ~11 h, 11,025 Hz) and
 ``uqm-content`` (the dialogue texts) hold some 20 actors reading the lines of 27 alien
@@ -17,21 +17,33 @@ the note). Stages, each resumable:
               characters held out -> ``cuts_{train,dev_human,test_human}.jsonl.gz``,
               ``text/{train,dev_human,test_human}.txt`` (LM text, and sentences no LM may hold),
               ``skipped.txt``, ``summary.json``
+4. voices     new speakers from the training characters: each training clip again with its
+              formants and pitch moved (Praat's "Change gender" through praat-parselmouth),
+              :data:`VOICE_COPIES` times with drawn shifts -> ``voices/``,
+              ``cuts_train_voices.jsonl.gz``
 
 The voice pack's ``3dovoice.rmp`` says which dialogue file each character's clips follow (the
 pack's own ``.txt`` for five characters, the game's for the rest); the recipe reads it the same way.
 """
 
 import json
+import math
 import random
 import re
+import time
+import warnings
 import zipfile
+import zlib
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from lhotse import CutSet, RecordingSet, SupervisionSegment, SupervisionSet
+import soundfile as sf
+from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+from lhotse.cut import Cut
+from lhotse.utils import fastcopy
 
 from asr.progress import progress
 from asr.text import normalize_text
@@ -68,6 +80,15 @@ LABEL = re.compile(r"^#\((?P<label>[^)]*)\)\s*(?P<clip>\S+\.ogg)?\s*$")
 # Lines the game shows but no one speaks: stage directions such as "*sigh*".
 # Seconds a subtitle boundary may move to fall into the pause between two lines.
 SNAP = 0.4
+# Stage 4: 20 training characters are few speakers. Each training clip is spoken again by
+# VOICE_COPIES new voices: its formants moved by a ratio drawn log-uniformly from FORMANT_SHIFT
+# (a shorter or longer vocal tract), its median pitch by that ratio cubed (a smaller speaker
+# speaks higher) times a ratio from PITCH_SPREAD, timing unchanged.
+VOICE_COPIES = 2
+FORMANT_SHIFT = (0.87, 1.18)
+PITCH_SPREAD = (0.85, 1.18)
+# Praat's pitch search range (Hz) for these voices: the lowest character speaks at ~85 Hz.
+PITCH_RANGE = (60.0, 600.0)
 STAGE_DIRECTION = re.compile(r"\*(?:sigh|cough|ahem|gasp|giggle|laugh|snicker)\*", re.IGNORECASE)
 
 
@@ -309,24 +330,115 @@ def stage_manifests(corpus: Path, out: Path) -> dict[str, Path]:
     return paths
 
 
+def voice_shifts(cut_id: str, copies: int = VOICE_COPIES) -> list[tuple[float, float]]:
+    """(formant ratio, pitch ratio) of each new voice of a clip: drawn from its id, so a resumed
+    run draws the same."""
+    rng = np.random.default_rng(zlib.crc32(cut_id.encode()))
+    shifts = []
+    for _ in range(copies):
+        formant = math.exp(rng.uniform(*np.log(FORMANT_SHIFT)))
+        pitch = formant**3 * math.exp(rng.uniform(*np.log(PITCH_SPREAD)))
+        shifts.append((round(formant, 3), round(pitch, 3)))
+    return shifts
+
+
+def shift_voice(samples: np.ndarray, rate: int, formant: float, pitch: float) -> np.ndarray:
+    """``samples`` in another voice: formants x ``formant``, median pitch x ``pitch``, the same
+    duration and peak level (Praat's "Change gender": pitch-synchronous overlap-add)."""
+    import parselmouth  # only this stage needs it
+    from parselmouth.praat import call
+
+    sound = parselmouth.Sound(samples.astype(np.float64), sampling_frequency=rate)
+    contour = sound.to_pitch(pitch_floor=PITCH_RANGE[0], pitch_ceiling=PITCH_RANGE[1])
+    median = call(contour, "Get quantile", 0, 0, 0.5, "Hertz")
+    target = 0.0 if math.isnan(median) else median * pitch  # 0: no voiced frame, pitch kept
+    with warnings.catch_warnings():  # a clip without a voiced frame gets its formants moved only
+        warnings.simplefilter("ignore", parselmouth.PraatWarning)
+        shifted = call(sound, "Change gender", *PITCH_RANGE, formant, target, 1.0, 1.0).values[0]
+    peak = np.abs(shifted).max()
+    if peak > 0:
+        shifted *= np.abs(samples).max() / peak
+    return shifted.astype(np.float32)
+
+
+def new_voices(cut: Cut, folder: Path) -> list[Cut] | str:
+    """``cut`` spoken by its new voices (each written once as FLAC under ``folder``), or why not."""
+    supervision = cut.supervisions[0]
+    made = []
+    try:
+        samples = None
+        for number, (formant, pitch) in enumerate(voice_shifts(cut.id), 1):
+            path = folder / supervision.speaker / f"{cut.id}-v{number}.flac"
+            if not path.exists():
+                samples = cut.load_audio()[0] if samples is None else samples
+                shifted = shift_voice(samples, cut.sampling_rate, formant, pitch)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write = lambda p, x=shifted: sf.write(p, x, cut.sampling_rate, format="FLAC")  # noqa: E731
+                common.write_atomically(path, write)
+            recording = Recording.from_file(path, recording_id=path.stem)
+            voiced = fastcopy(
+                supervision, id=path.stem, recording_id=path.stem, start=0.0, duration=recording.duration,
+                speaker=f"{supervision.speaker}-v{number}",
+                custom={**(supervision.custom or {}), "formant": formant, "pitch": pitch},
+            )  # fmt: skip
+            made.append(fastcopy(recording.to_cut(), supervisions=[voiced]))
+    except Exception as error:  # a clip that fails to decode or to shift is listed, not fatal
+        return f"{type(error).__name__}: {error}".splitlines()[0]
+    return made
+
+
+def stage_voices(out: Path, workers: int | None = None) -> Path:
+    """The training cuts spoken again by new voices -> ``cuts_train_voices.jsonl.gz`` (once;
+    audio written earlier is reused when an interrupted run starts again)."""
+    path = common.manifest_path(out, "train_voices")
+    if path.exists():
+        return path
+    train = CutSet.from_file(common.manifest_path(out, "train")).to_eager()
+    skipped, made = common.SkipLog(), []
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers or common.available_cores()) as pool:
+        results = pool.map(new_voices, train, [out / "voices"] * len(train), chunksize=8)
+        results = progress(results, total=len(train), desc="voices", unit="clip")
+        for cut, result in zip(train, results, strict=True):
+            if isinstance(result, str):
+                skipped.add(cut.id, result)
+            else:
+                made += result
+    if not made:
+        report = skipped.write(out / "voices")
+        raise common.CorpusError(f"no training clip could be given a new voice (see {report})")
+    common.write_atomically(path, CutSet.from_cuts(made).to_file)
+    report = skipped.write(out / "voices")
+    hours = sum(c.duration for c in made) / 3600
+    minutes = (time.perf_counter() - started) / 60
+    print(f"voices: {len(made)} utterances, {hours:.2f} h in {minutes:.1f} min -> {path}")
+    if skipped.entries:
+        print(f"{len(skipped.entries)} clips skipped, listed with the reason in {report}")
+    return path
+
+
 def prepare(
-    out: Path, corpus_dir: Path | None = None, stage: int = 1, stop_stage: int = 3
+    out: Path, corpus_dir: Path | None = None, stage: int = 1, stop_stage: int = 4
 ) -> dict[str, Path] | None:
-    """Run stages ``stage``..``stop_stage``; ``corpus_dir`` (unpacked packages) replaces stage 1."""
+    """Run stages ``stage``..``stop_stage``; ``corpus_dir`` (unpacked packages) replaces stage 1.
+    Returns the manifests of stages 3 and 4 that ran."""
     print(LICENCE)
     out.mkdir(parents=True, exist_ok=True)
     root = corpus_dir
     if root is None and stage <= 2 and stop_stage >= 1:  # stage 2 extracts what stage 1 fetched
         root = stage_fetch(out)
     corpus = stage_extract(root, out) if stage <= 2 <= stop_stage else out / "corpus"
-    return stage_manifests(corpus, out) if stage <= 3 <= stop_stage else None
+    manifests = stage_manifests(corpus, out) if stage <= 3 <= stop_stage else None
+    if stage <= 4 <= stop_stage:
+        manifests = {**(manifests or {}), "train_voices": stage_voices(out)}
+    return manifests
 
 
 def main(argv: list[str] | None = None) -> None:
     common.staged_main(
         prepare, argv, "uqm", __doc__.split("\n\n")[0],
         corpus_help="uqm-voice and uqm-content already unpacked (dpkg-deb -x), or a game install",
-        stop_stage=3,
+        stop_stage=4,
     )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from lhotse import CutSet
+from lhotse.utils import fastcopy
 
 from recipes import debian
 from recipes.uqm import prepare as uqm
@@ -183,6 +184,66 @@ def test_a_second_run_does_nothing_and_prints_the_licence(prepared, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["splits"]["test_human"]["speakers"] == {"hayes": 2, "syreen": 1, "vux": 1}
     assert summary["dropped_hours"]["too slow"] > 0
+
+
+def test_every_training_clip_is_spoken_again_by_new_voices(prepared):
+    _, out, manifests = prepared
+    train = {c.id: c for c in cuts_of(manifests, "train")}
+    voiced = cuts_of(manifests, "train_voices")
+    assert len(voiced) == uqm.VOICE_COPIES * len(train)
+    for cut in voiced:
+        source, number = cut.id.rsplit("-v", 1)
+        original = train[source].supervisions[0]
+        supervision = cut.supervisions[0]
+        assert supervision.text == original.text and supervision.speaker == f"{original.speaker}-v{number}"
+        assert abs(cut.duration - train[source].duration) < 0.02 and cut.sampling_rate == RATE
+        low, high = uqm.FORMANT_SHIFT
+        assert low <= supervision.custom["formant"] <= high
+        assert (supervision.custom["formant"], supervision.custom["pitch"]) == uqm.voice_shifts(source)[
+            int(number) - 1
+        ]
+    # A second run reuses the audio it wrote: a lost manifest is rebuilt from it, identical.
+    before = {p: p.stat().st_mtime_ns for p in (out / "voices").rglob("*.flac")}
+    manifests["train_voices"].unlink()
+    uqm.prepare(out, stage=4)
+    assert {p: p.stat().st_mtime_ns for p in (out / "voices").rglob("*.flac")} == before
+    assert [c.to_dict() for c in cuts_of(manifests, "train_voices")] == [c.to_dict() for c in voiced]
+
+
+def median_pitch(samples: np.ndarray) -> float:
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(samples, fmin=60, fmax=500, sr=RATE)
+    return float(np.nanmedian(f0[voiced]))
+
+
+def test_a_new_voice_moves_pitch_and_formants_and_keeps_the_timing():
+    speech = speak("We are the Supox, and we will help you.", RATE)
+    higher = uqm.shift_voice(speech, RATE, formant=1.15, pitch=1.5)
+    lower = uqm.shift_voice(speech, RATE, formant=0.87, pitch=0.7)
+    assert len(higher) == len(lower) == len(speech)
+    assert np.abs(higher).max() == pytest.approx(np.abs(speech).max(), rel=1e-3)
+    assert median_pitch(higher) / median_pitch(speech) == pytest.approx(1.5, rel=0.1)
+    assert median_pitch(lower) / median_pitch(speech) == pytest.approx(0.7, rel=0.1)
+
+    def centroid(x):
+        spectrum = np.abs(np.fft.rfft(x))
+        return (spectrum * np.fft.rfftfreq(len(x), 1 / RATE)).sum() / spectrum.sum()
+
+    assert centroid(lower) < centroid(speech) < centroid(higher)
+
+
+def test_a_clip_that_cannot_be_read_gets_no_new_voice(prepared, tmp_path):
+    _, _, manifests = prepared
+    cut = cuts_of(manifests, "train")[0]
+    gone = tmp_path / "gone.ogg"
+    recording = cut.recording
+    broken = fastcopy(
+        cut, recording=fastcopy(recording, sources=[fastcopy(recording.sources[0], source=str(gone))])
+    )
+    reason = uqm.new_voices(broken, tmp_path / "voices")
+    assert isinstance(reason, str) and "gone.ogg" in reason
+    assert not list((tmp_path / "voices").rglob("*.flac"))
 
 
 def test_a_folder_without_the_packages_is_a_clear_error(tmp_path, capsys):
