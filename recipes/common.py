@@ -311,11 +311,12 @@ def argument_parser(corpus: str, description: str) -> argparse.ArgumentParser:
 
 def staged_main(
     prepare: Callable[..., object], argv: list[str] | None, corpus: str, description: str, corpus_help: str,
-    stop_stage: int,
+    stop_stage: int, parallel: bool = False,
 ) -> None:  # fmt: skip
     """The command line of a recipe of Debian packages: ``--out``, ``--corpus-dir``, ``--stage``,
-    ``--stop-stage`` passed to ``prepare(out, corpus_dir, stage, stop_stage)``; a CorpusError or
-    DebianError becomes one line on stderr and exit status 1."""
+    ``--stop-stage`` passed to ``prepare(out, corpus_dir, stage, stop_stage)`` (and, for a
+    ``parallel`` recipe, ``--num-jobs`` as ``num_jobs=``); a CorpusError or DebianError becomes
+    one line on stderr and exit status 1."""
     from recipes import debian
 
     parser = argparse.ArgumentParser(prog=f"python -m recipes.{corpus}.prepare", description=description)
@@ -323,9 +324,14 @@ def staged_main(
     parser.add_argument("--corpus-dir", type=Path, help=corpus_help)
     parser.add_argument("--stage", type=int, default=1)
     parser.add_argument("--stop-stage", type=int, default=stop_stage)
+    if parallel:
+        parser.add_argument(
+            "--num-jobs", type=int, help="processes (default: the cores this process may run on)"
+        )
     args = parser.parse_args(argv)
+    jobs = {"num_jobs": args.num_jobs} if parallel else {}
     try:
-        prepare(args.out, args.corpus_dir, args.stage, args.stop_stage)
+        prepare(args.out, args.corpus_dir, args.stage, args.stop_stage, **jobs)
     except (CorpusError, debian.DebianError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -1,6 +1,6 @@
 """uqm: real recorded English speech, the voice acting of The Ur-Quan Masters (Debian non-free).
 
-    python -m recipes.uqm.prepare --out data/uqm [--corpus-dir DIR] [--stage 1 --stop-stage 4]
+    python -m recipes.uqm.prepare --out data/uqm [--corpus-dir DIR] [--stage 1 --stop-stage 4] [--num-jobs N]
 
 Debian's ``uqm-voice`` (the 3DO voice pack, ~2,200 Ogg clips, ~11 h, 11,025 Hz) and
 ``uqm-content`` (the dialogue texts) hold some 20 actors reading the lines of 27 alien
@@ -418,10 +418,12 @@ def stage_voices(out: Path, workers: int | None = None) -> Path:
 
 
 def prepare(
-    out: Path, corpus_dir: Path | None = None, stage: int = 1, stop_stage: int = 4
-) -> dict[str, Path] | None:
-    """Run stages ``stage``..``stop_stage``; ``corpus_dir`` (unpacked packages) replaces stage 1.
-    Returns the manifests of stages 3 and 4 that ran."""
+    out: Path, corpus_dir: Path | None = None, stage: int = 1, stop_stage: int = 4,
+    num_jobs: int | None = None,
+) -> dict[str, Path] | None:  # fmt: skip
+    """Run stages ``stage``..``stop_stage``; ``corpus_dir`` (unpacked packages) replaces stage 1;
+    stage 4 runs ``num_jobs`` processes (default: the available cores). Returns the manifests of
+    stages 3 and 4 that ran."""
     print(LICENCE)
     out.mkdir(parents=True, exist_ok=True)
     root = corpus_dir
@@ -430,7 +432,7 @@ def prepare(
     corpus = stage_extract(root, out) if stage <= 2 <= stop_stage else out / "corpus"
     manifests = stage_manifests(corpus, out) if stage <= 3 <= stop_stage else None
     if stage <= 4 <= stop_stage:
-        manifests = {**(manifests or {}), "train_voices": stage_voices(out)}
+        manifests = {**(manifests or {}), "train_voices": stage_voices(out, num_jobs)}
     return manifests
 
 
@@ -438,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     common.staged_main(
         prepare, argv, "uqm", __doc__.split("\n\n")[0],
         corpus_help="uqm-voice and uqm-content already unpacked (dpkg-deb -x), or a game install",
-        stop_stage=4,
+        stop_stage=4, parallel=True,
     )  # fmt: skip
 
 

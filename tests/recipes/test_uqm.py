@@ -205,7 +205,7 @@ def test_every_training_clip_is_spoken_again_by_new_voices(prepared):
     # A second run reuses the audio it wrote: a lost manifest is rebuilt from it, identical.
     before = {p: p.stat().st_mtime_ns for p in (out / "voices").rglob("*.flac")}
     manifests["train_voices"].unlink()
-    uqm.prepare(out, stage=4)
+    uqm.main(["--out", str(out), "--stage", "4", "--num-jobs", "1"])
     assert {p: p.stat().st_mtime_ns for p in (out / "voices").rglob("*.flac")} == before
     assert [c.to_dict() for c in cuts_of(manifests, "train_voices")] == [c.to_dict() for c in voiced]
 
