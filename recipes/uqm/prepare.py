@@ -393,7 +393,10 @@ def stage_voices(out: Path, workers: int | None = None) -> Path:
     path = common.manifest_path(out, "train_voices")
     if path.exists():
         return path
-    train = CutSet.from_file(common.manifest_path(out, "train")).to_eager()
+    source = common.manifest_path(out, "train")
+    if not source.is_file():
+        raise common.CorpusError(f"{source} missing: stage 4 gives new voices to stage 3's training cuts")
+    train = CutSet.from_file(source).to_eager()
     skipped, made = common.SkipLog(), []
     started = time.perf_counter()
     with ProcessPoolExecutor(workers or common.available_cores()) as pool:
@@ -401,7 +404,7 @@ def stage_voices(out: Path, workers: int | None = None) -> Path:
         results = progress(results, total=len(train), desc="voices", unit="clip")
         for cut, result in zip(train, results, strict=True):
             if isinstance(result, str):
-                skipped.add(cut.id, result)
+                skipped.add(f"{cut.recording.sources[0].source} ({cut.id})", result)
             else:
                 made += result
     if not made:

@@ -250,6 +250,8 @@ def test_a_folder_without_the_packages_is_a_clear_error(tmp_path, capsys):
     assert_clear_error(uqm.main, tmp_path / "nothing", tmp_path / "out", capsys)
     code, err = run_main(uqm.main, ["--out", str(tmp_path / "out"), "--stage", "3"], capsys)
     assert code == 1 and "3dovoice.rmp missing" in err
+    code, err = run_main(uqm.main, ["--out", str(tmp_path / "out"), "--stage", "4"], capsys)
+    assert code == 1 and "cuts_train.jsonl.gz missing" in err
 
 
 def test_parsers():
