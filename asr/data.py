@@ -19,6 +19,7 @@ import soxr
 import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
+from lhotse.lazy import LazySlicer
 from lightning.pytorch.utilities import rank_zero_info
 
 from asr.audio import SAMPLE_RATE, load_audio
@@ -111,11 +112,26 @@ class ResumableLoader(torch.utils.data.DataLoader):
     batches done so far are counted again in turns of the new N. (With several length
     buckets the processes of an update share a bucket, which makes the sequence depend on
     N: there the rest of the epoch is read in another order, from about the same place.)
+    When each process reads a part of the data of its own, each part is 1/N of the epoch:
+    the same count goes on from the same place in the new parts.
+
+    ``processes`` is the number of processes of the run. ``agree`` is given when each reads its
+    own part (their batch counts then differ by a few): it tells whether every process has
+    a batch (:meth:`lightning.pytorch.strategies.Strategy.reduce_boolean_decision`), and the
+    epoch ends for all as soon as one process runs out, so that they stay in step.
     """
 
-    def __init__(self, *args, batches_done: Callable[[], int], **kwargs):
+    def __init__(
+        self,
+        *args,
+        batches_done: Callable[[], int],
+        processes: int = 1,
+        agree: Callable[[bool], bool] | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.batches_done = batches_done
+        self.processes, self.agree = processes, agree
         self.epoch = self.sampler.epoch
         # (epoch, batches): what to add to the trainer's count of the epoch's batches to make
         # the sampler's, once a run has gone on with another number of processes in it.
@@ -124,7 +140,16 @@ class ResumableLoader(torch.utils.data.DataLoader):
     def __iter__(self):
         iterator = super().__iter__()  # starts the sampler's epoch, or the restored one
         self.epoch = self.sampler.epoch
-        return iterator
+        return iterator if self.agree is None else self._in_step(iterator)
+
+    def _in_step(self, batches):
+        """The batches while every process has one. Each process asks as often as the others,
+        so their other collective operations (the gradients') stay in the same order."""
+        for batch in batches:
+            if not self.agree(True):
+                return
+            yield batch
+        self.agree(False)
 
     def state_dict(self) -> dict:
         state = self.sampler.state_dict()
@@ -136,21 +161,22 @@ class ResumableLoader(torch.utils.data.DataLoader):
             epoch["kept_batches"], epoch["discarded_batches"] = self.batches_done() + shift, 0
             state["epoch"] = diagnostics["current_epoch"] = self.epoch
             state["kept_shift"] = shift  # for a run resumed from this one
+        state["processes"] = self.processes
         return state
 
     def load_state_dict(self, state: dict) -> None:
         state = deepcopy(state)
         shift = state.pop("kept_shift", 0)
-        before, now = state["world_size"], self.sampler.world_size
+        before, now = state.pop("processes", state["world_size"]), self.processes
         if before != now:
             epoch = state["diagnostics"]["stats_per_epoch"].get(state["epoch"])
             if epoch is not None:
                 done = epoch["kept_batches"]
                 epoch["kept_batches"] = done * before // now
                 shift += epoch["kept_batches"] - done
-            state["world_size"] = now
             rank_zero_info(f"data: resuming on {now} processes instead of {before}: the epoch goes on")
         self.shift = (state["epoch"], shift)
+        state["world_size"] = self.sampler.world_size
         self.sampler.load_state_dict(state)
         self.epoch = self.sampler.epoch
 
@@ -188,6 +214,9 @@ class BucketingSampler(DynamicBucketingSampler):
     def __init__(self, *cuts, shars: list[SharCuts], **kwargs):
         self.shars = shars
         super().__init__(*cuts, **kwargs)
+        # lhotse reads cuts here to place its buckets: a pass that ends counts as an epoch of
+        # the reader's, so readers of parts of different sizes (each process's) would disagree.
+        self.set_epoch(self.epoch)
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
@@ -220,12 +249,18 @@ class SpeechDataModule(L.LightningDataModule):
     (:func:`~asr.manifests.open_shar`): for training its shards come in an order drawn from
     ``seed`` and the epoch, and the bucketing sampler shuffles the cuts of the shards it holds
     (:data:`SHAR_BUFFER_SIZE`); validation and test read the shards in order. Each cut's audio
-    arrives in memory with it, and the DataLoader workers decode it. Under DDP every rank reads
-    every shard, in the same order, and trains on every ``world_size``-th batch (the lhotse
-    sampler splits the batches; the trainer's own distributed sampler is off): each rank reads
-    the whole set from disk each epoch and decodes only its own batches. (Splitting the shards
-    between ranks instead, lhotse's ``split_for_dataloading``, would combine with the sampler's
-    split and leave each rank 1/world_size² of the data.)
+    arrives in memory with it, and the DataLoader workers decode it.
+
+    Under DDP (N processes), training from manifests alone, every process reads the manifests
+    (~1 kB a cut) and trains on every N-th batch (the lhotse sampler deals them out; the
+    trainer's own distributed sampler is off): the updates are exactly those of one process
+    with N batches an update. With a Shar folder among the training sets, each process reads
+    shards of its own instead, every N-th of the epoch's shard order (each shard is read once
+    an epoch, by one process), and the manifests beside it are dealt out cut by cut (lhotse's
+    ``LazySlicer``); each process batches its own part, and the epoch ends for all when the
+    first runs out (:class:`ResumableLoader`), leaving at most about a shard's batches on the
+    others for another epoch's order. A folder then needs at least N shards. Validation and
+    test read every shard and manifest in every process and score each process's batches.
 
     A run resumed mid-epoch goes on with the next batch with Shar folders too: lhotse replays
     the epoch up to there, reading those shards again (no decoding), in the same order
@@ -259,10 +294,22 @@ class SpeechDataModule(L.LightningDataModule):
         """The names of the ``stage`` ("val" or "test") manifests, as the metrics call them."""
         return set_names(_as_list(self.hparams[f"{stage}_cuts"]))
 
-    def _open(self, path, train: bool = False) -> CutSet:
+    def _open(self, path, train: bool = False, part: tuple[int, int] = (0, 1)) -> CutSet:
+        """The cuts of a manifest or Shar folder; of them, this process's ``part`` (rank,
+        processes) only: its own shards, or every processes-th cut of a manifest."""
         if is_shar(path):
-            return open_shar(path, shuffle=train, seed=self.hparams.seed)
-        return read_cuts(path)
+            return open_shar(path, shuffle=train, seed=self.hparams.seed, part=part)
+        cuts = read_cuts(path)
+        rank, processes = part
+        return cuts if processes == 1 else CutSet(LazySlicer(cuts, k=rank, n=processes))
+
+    def _part(self, paths: list[str]) -> tuple[int, int]:
+        """(rank, processes) of the training data this process reads: all of it (0, 1), unless
+        a distributed run trains from a Shar folder (see the class's notes)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1 or not any(is_shar(p) for p in paths):
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
 
     def _mixed(self, sets: list[CutSet]) -> CutSet:
         """The training sets as one stream of cuts."""
@@ -270,8 +317,11 @@ class SpeechDataModule(L.LightningDataModule):
         if len(sets) == 1:
             return sets[0]
         if hp.train_weights is None:  # drawn in proportion to their sizes: each read once an epoch
-            # A Shar folder is counted from its cuts files alone, without reading its audio.
-            sizes = [len(c) if isinstance(c.data, SharCuts) else sum(1 for _ in c) for c in sets]
+            # A Shar folder is counted from its cuts files alone, without reading its audio (a
+            # process reading its own shards has about 1/processes of them).
+            sizes = [
+                len(c) / c.data.processes if isinstance(c.data, SharCuts) else sum(1 for _ in c) for c in sets
+            ]
             return CutSet.mux(*sets, weights=sizes, seed=hp.seed)
         first, *rest = sets
         # stop_early: the epoch ends with the first manifest, the only one that is not repeated.
@@ -279,18 +329,23 @@ class SpeechDataModule(L.LightningDataModule):
             first, *(c.repeat() for c in rest), weights=hp.train_weights, stop_early=True, seed=hp.seed
         )
 
-    def _loader(self, cuts: CutSet, shars: list[SharCuts], train: bool = False):
+    def _loader(self, cuts: CutSet, shars: list[SharCuts], train: bool = False, own_part: bool = False):
+        """Batches of ``cuts``; with ``own_part``, the cuts are this process's own part of the
+        training data, and its sampler does not deal batches out to other processes."""
         hp = self.hparams
+        alone = {"world_size": 1, "rank": 0} if own_part else {}
         # Bucketing needs at least as many cuts as buckets; a tiny manifest gets fewer buckets.
         buckets = sum(1 for _ in islice(cuts, hp.num_buckets))
         if buckets > 1:
             buffer = {"buffer_size": SHAR_BUFFER_SIZE} if shars else {}
             sampler = BucketingSampler(
                 cuts, max_duration=hp.max_duration, num_buckets=buckets, shuffle=train, seed=hp.seed,
-                shars=shars, **buffer,
+                shars=shars, **buffer, **alone,
             )  # fmt: skip
         else:
-            sampler = DynamicCutSampler(cuts, max_duration=hp.max_duration, shuffle=train, seed=hp.seed)
+            sampler = DynamicCutSampler(
+                cuts, max_duration=hp.max_duration, shuffle=train, seed=hp.seed, **alone
+            )
         loader = {
             "sampler": sampler,
             "batch_size": None,  # the sampler yields whole batches
@@ -300,7 +355,12 @@ class SpeechDataModule(L.LightningDataModule):
         if not train:
             return torch.utils.data.DataLoader(CutBatches(seed=hp.seed), **loader)
         dataset = CutBatches(hp.speed_perturb, hp.seed, hp.band_limit, hp.band_limit_p)
-        return ResumableLoader(dataset, **loader, batches_done=self._batches_done)
+        trainer = self.trainer
+        agree = (lambda has: trainer.strategy.reduce_boolean_decision(has, all=True)) if own_part else None
+        processes = trainer.world_size if trainer else 1
+        return ResumableLoader(
+            dataset, **loader, batches_done=self._batches_done, processes=processes, agree=agree
+        )
 
     def _batches_done(self) -> int:
         """Training batches of the current epoch the model has been updated with (0 outside a
@@ -316,8 +376,10 @@ class SpeechDataModule(L.LightningDataModule):
         return manifests
 
     def train_dataloader(self):
-        sets = [self._open(path, train=True) for path in self._manifests("train")]
-        return self._loader(self._mixed(sets), _shars(sets), train=True)
+        paths = self._manifests("train")
+        part = self._part(paths)
+        sets = [self._open(path, train=True, part=part) for path in paths]
+        return self._loader(self._mixed(sets), _shars(sets), train=True, own_part=part[1] > 1)
 
     def _eval_loader(self, path) -> torch.utils.data.DataLoader:
         cuts = self._open(path)

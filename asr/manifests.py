@@ -309,22 +309,40 @@ class SharCuts(LazySharIterator):
 
     ``epoch`` chooses the shard order; it goes up by one after each full pass, as lhotse's
     does, and a training sampler sets it to its own epoch (:class:`asr.data.BucketingSampler`).
+
+    ``part=(rank, processes)`` reads only every ``processes``-th shard of the epoch's order from
+    the ``rank``-th on: the processes of a distributed run, which all draw the same order, each
+    read their own shards, and together every shard once an epoch.
     """
 
-    def __init__(self, shards: list[tuple[Path, Path]], shuffle: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        shards: list[tuple[Path, Path]],
+        shuffle: bool = False,
+        seed: int = 0,
+        part: tuple[int, int] = (0, 1),
+    ):
+        rank, processes = part
+        if len(shards) < processes:
+            raise ValueError(
+                f"{shards[0][0].parent}: {len(shards)} shards for {processes} processes, each of which "
+                "reads shards of its own: write it again with a smaller --shard-size (asr data shard)"
+            )
         fields = {"cuts": [c for c, _ in shards], "recording": [a for _, a in shards]}
         super().__init__(fields=fields, shuffle_shards=shuffle, seed=seed)
+        self.rank, self.processes = rank, processes
 
     def __iter__(self):
         epoch = self.epoch
-        for shard in self._maybe_shuffle_shards(self.shards):
+        for shard in self._maybe_shuffle_shards(self.shards)[self.rank :: self.processes]:
             for cut in _read_shard(shard["cuts"], shard["recording"]):
                 cut.shar_epoch = epoch
                 yield cut
         self.epoch = epoch + 1
 
     def __len__(self) -> int:
-        """The number of cuts, counted from the cuts files alone (no audio read)."""
+        """The number of cuts in all the shards (whatever ``part``), counted from the cuts files
+        alone (no audio read)."""
         if self._len is None:
             self._len = sum(_count(path) for path in self.streams["cuts"])
         return self._len
@@ -367,8 +385,9 @@ def _read_shard(cuts_file: Path, audio_file: Path) -> Iterator[Cut]:
         )
 
 
-def open_shar(folder, shuffle: bool = False, seed: int = 0) -> CutSet:
+def open_shar(folder, shuffle: bool = False, seed: int = 0, part: tuple[int, int] = (0, 1)) -> CutSet:
     """A Shar folder's cuts, lazily, each with its audio in memory (``cut.load_audio()`` decodes
-    it); shards in a seeded order that changes every epoch when ``shuffle``. Missing and
-    cut-short shards are found here (:func:`shar_shards`); damaged ones when they are read."""
-    return CutSet(SharCuts(shar_shards(folder), shuffle=shuffle, seed=seed))
+    it); shards in a seeded order that changes every epoch when ``shuffle``; of them, only
+    ``part`` (see :class:`SharCuts`). Missing and cut-short shards are found here
+    (:func:`shar_shards`); damaged ones when they are read."""
+    return CutSet(SharCuts(shar_shards(folder), shuffle=shuffle, seed=seed, part=part))

@@ -124,6 +124,20 @@ def test_validation_is_scored_over_the_whole_dev_set_across_processes(runs, corp
     assert other["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-3)
 
 
+def test_processes_reading_shards_of_their_own_train_on_across_epochs_and_resume(corpus, tmp_path):
+    """3 shards for 2 processes: one reads two of them an epoch, the other one, and the epoch
+    ends for both when the second runs out (alone, the first would wait for it forever)."""
+    shar = tmp_path / "shar"
+    assert asr.cli.main(["data", "shard", corpus["train"], str(shar), "--shard-size", "7"]) == 0
+    root = tmp_path / "run"
+    stopped = _fit(corpus, root, 2, 3, "--data.train_cuts", str(shar))
+    resumed = _fit(corpus, root, 2, 9, "--data.train_cuts", str(shar))
+    assert stopped["global_step"] == 3 and resumed["global_step"] == 9
+    assert resumed["epoch"] >= 1  # 6-7 clips of 3 s, 6 s a batch: 3-4 updates an epoch
+    (loader,) = resumed["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader["processes"] == 2 and loader["world_size"] == 1  # its own part: not dealt out
+
+
 def test_a_process_that_dies_stops_the_others_with_a_one_line_error(corpus, tmp_path):
     import os
     import signal

@@ -2,11 +2,15 @@
 training reads them a shard at a time, in another order each epoch, resumable; a damaged or
 missing shard is named."""
 
+import builtins
 import io
 import math
 import shutil
 import tarfile
+import threading
+from collections import defaultdict
 from copy import deepcopy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -112,6 +116,74 @@ def test_shards_come_in_another_order_each_epoch_each_read_through(shar):
     assert [cut.shard_origin.name for cut in open_shar(shar)][::SHARD_SIZE] == [
         f"cuts.{k:06d}.jsonl.gz" for k in range(4)
     ]
+
+
+def test_each_process_reads_shards_of_its_own_and_together_every_shard_once_an_epoch(shar):
+    parts = [open_shar(shar, shuffle=True, seed=0, part=(rank, 3)) for rank in range(3)]
+    every_shard = sorted(f"cuts.{k:06d}.jsonl.gz" for k in range(4))
+    first = None
+    for epoch in range(3):
+        for part in parts:
+            part.data.epoch = epoch
+        read = [[cut.shard_origin.name for cut in part] for part in parts]
+        assert [len(set(names)) for names in read] == [2, 1, 1]  # 4 shards dealt out to 3
+        assert [len(names) for names in read] == [10, 5, 5]  # a shard read whole, by one process
+        assert sorted(set().union(*read)) == every_shard
+        first = first or read
+    assert read != first  # the shards change hands from epoch to epoch
+
+
+def test_more_processes_than_shards_is_an_error_that_says_what_to_do(shar):
+    with pytest.raises(ValueError, match=r"train: 4 shards for 5 processes.*smaller --shard-size"):
+        open_shar(shar, shuffle=True, part=(0, 5))
+
+
+class _Processes:
+    """``reduce_boolean_decision`` of processes that are threads here: each waits for all of
+    them, then gets whether all decided yes."""
+
+    def __init__(self, count: int):
+        self.barrier = threading.Barrier(count, timeout=60)
+        self.votes: dict[int, list[bool]] = defaultdict(list)
+        self.own = threading.local()
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        self.own.round = getattr(self.own, "round", 0) + 1
+        votes = self.votes[self.own.round]
+        votes.append(decision)
+        self.barrier.wait()
+        return builtins.all(votes) if all else builtins.any(votes)
+
+
+def test_processes_training_from_shards_read_parts_of_their_own_and_end_the_epoch_together(shar, corpus):
+    """3 processes, a Shar folder of 4 shards mixed with a manifest of 4 cuts: one process
+    holds twice the others' audio, and all three stop when the first runs out."""
+    processes, batches, samplers = _Processes(3), {}, {}
+
+    def train(rank: int) -> None:
+        data = SpeechDataModule([str(shar), corpus["dev"]], max_duration=8, num_workers=0)
+        data.trainer = SimpleNamespace(world_size=3, global_rank=rank, strategy=processes)
+        loader = data.train_dataloader()
+        samplers[rank] = loader.sampler
+        batches[rank] = [batch["ids"] for batch in loader]
+
+    threads = [threading.Thread(target=train, args=(rank,)) for rank in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(batches) == [0, 1, 2], "a process failed or never ended its epoch"
+    assert len({len(b) for b in batches.values()}) == 1 and batches[0]  # in step
+    assert all(sampler.world_size == 1 for sampler in samplers.values())  # not dealt out again
+    ids = [cut_id for b in batches.values() for batch in b for cut_id in batch]
+    assert len(ids) == len(set(ids))  # no cut read by two processes
+    dev = [cut.id for cut in read_cuts(corpus["dev"])]
+    for rank in range(3):  # the manifest's cuts dealt out one by one
+        own_dev = {cut_id for batch in batches[rank] for cut_id in batch if cut_id in dev}
+        assert own_dev <= set(dev[rank::3])
+    # The process with two shards (10 cuts) and 2 of the manifest's had cuts left when the
+    # others ran out.
+    assert sum(len(batch) for batch in batches[0]) < 10 + len(dev[0::3])
 
 
 def _ids(batches) -> list[list[str]]:
