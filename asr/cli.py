@@ -668,8 +668,8 @@ def _add_decoding_arguments(p: argparse.ArgumentParser, several: bool = False) -
     )
     g.add_argument(
         "--hotwords", nargs="+", metavar="PHRASE[:BOOST]",
-        help=f"words to favour, each scoring BOOST more when said (default {HOTWORD_BOOST}); words "
-        "the LM lacks become possible (beam search with an LM)",
+        help=f"words or phrases to favour, each word scoring BOOST more when the whole phrase is said "
+        f"(default {HOTWORD_BOOST}); words the LM lacks become possible (beam search with an LM)",
     )  # fmt: skip
 
 

@@ -160,8 +160,9 @@ class DecodingOptions:
     charlm_weight: float = 0.5  # weight of the character LM's log-probability (natural log)
     rescore_nbest: int = 16  # with both LMs: the n-gram search's hypotheses the character LM rescores
     nbest: int = 1  # hypotheses returned per utterance (the best first)
-    # (phrase, boost): each word of the phrase scores ``boost`` more (natural log, as the
-    # acoustic scores) whenever the search ends it; words outside the LM's join the lexicon.
+    # (phrase, boost): each word that goes on with the phrase scores ``boost`` more (natural
+    # log, as the acoustic scores); a phrase left unfinished gives it back, so only the whole
+    # phrase keeps it. Words outside the LM's join the lexicon.
     hotwords: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
@@ -241,13 +242,12 @@ class BeamSearch:
         self.nbest = options.nbest
         if self.lexicon:
             lexicon = options.lexicon or str(_lexicon_of(options.lm))
-            # Each hotword's boost, in the LM's units (the search multiplies them by lm_weight).
-            boosts = {}
-            for phrase, boost in options.hotwords:
-                for word in phrase.split():
-                    boosts[word] = max(boosts.get(word, -math.inf), boost / options.lm_weight)
-            boosts = tuple(sorted(boosts.items()))
-            self.words, lm, trie = _word_search(lexicon, options.lm, tuple(tokenizer.tokens), boosts)
+            # Each hotword phrase's words and boost, in the LM's units (the search multiplies
+            # them by lm_weight).
+            phrases = tuple(
+                (tuple(phrase.split()), boost / options.lm_weight) for phrase, boost in options.hotwords
+            )
+            self.words, lm, trie = _word_search(lexicon, options.lm, tuple(tokenizer.tokens), phrases)
             if self.charlm:
                 self.nbest = max(self.nbest, options.rescore_nbest)
             settings = LexiconDecoderOptions(
@@ -349,29 +349,35 @@ def read_lexicon(path) -> dict[str, list[str]]:
 
 @lru_cache(maxsize=4)
 def _word_search(
-    lexicon: str, lm: str | None, tokens: tuple[str, ...], boosts: tuple[tuple[str, float], ...] = ()
+    lexicon: str,
+    lm: str | None,
+    tokens: tuple[str, ...],
+    phrases: tuple[tuple[tuple[str, ...], float], ...] = (),
 ):
     """What a lexicon search needs, built once whatever the weights: the word dictionary (the
-    lexicon's words in order, the boosted words it lacks, then <unk>), the n-gram LM (or none)
-    and the trie of spellings, each word's unigram score smeared over its prefixes. Boosted
-    words (hotwords: ``(word, bonus in LM units)``) score their bonus more in the LM and in the
-    trie, so that the search's look-ahead favours their prefixes too."""
+    lexicon's words in order, the hotwords it lacks, then <unk>), the n-gram LM (or none) and
+    the trie of spellings, each word's unigram score smeared over its prefixes. Hotword
+    phrases (``(words, boost in LM units)``) are scored by the LM (:func:`_boosted`), and each
+    of their words scores its boost more in the trie, so that the search's look-ahead favours
+    their prefixes too."""
     from flashlight.lib.text.decoder import SmearingMode, Trie, ZeroLM
     from flashlight.lib.text.dictionary import Dictionary
 
     spellings = dict(read_lexicon(lexicon))
-    bonus = dict(boosts)
+    bonus: dict[str, float] = {}
+    for phrase, boost in phrases:
+        for word in phrase:
+            bonus[word] = max(bonus.get(word, -math.inf), boost)
     spellings |= {word: [word] for word in bonus if word not in spellings}
     words = Dictionary([*spellings, *([] if UNK_WORD in spellings else [UNK_WORD])])
     words.set_default_index(words.get_index(UNK_WORD))
     model = _kenlm(lm, words) if lm else ZeroLM()
-    if bonus:
-        model = _boosted(model, {words.get_index(word): value for word, value in bonus.items()})
     spell = _speller(tokens)
     trie = Trie(len(tokens), tokens.index(" "))
     start = model.start(False)
     for index, (word, forms) in enumerate(spellings.items()):
         _, score = model.score(start, index)
+        score += bonus.get(word, 0.0)
         for form in forms:
             ids = spell(form)
             if ids is None:
@@ -381,28 +387,70 @@ def _word_search(
                 )
             trie.insert(ids, index, score)
     trie.smear(SmearingMode.MAX)
+    if phrases:
+        model = _boosted(
+            model, [(tuple(words.get_index(w) for w in phrase), boost) for phrase, boost in phrases]
+        )
     return words, model, trie
 
 
-def _boosted(model, bonus: dict[int, float]):
-    """``model`` (a flashlight LM) scoring ``bonus[word id]`` more for each of those words.
-    Flashlight calls its ``score`` each time a hypothesis ends a word: a Python call there."""
-    from flashlight.lib.text.decoder import LM
+def _boosted(model, phrases: list[tuple[tuple[int, ...], float]]):
+    """``model`` (a flashlight LM) with hotword phrases (word ids, boost): each word that goes on
+    with a phrase scores the phrase's boost more, and a phrase left unfinished (by another word
+    or the end) takes back what its words scored, so that only whole phrases keep their boost
+    and a common first word ("the") is not favoured alone. Phrases are matched as they overlap
+    (after "new new york", "new york" is whole). Flashlight calls ``score`` each time a
+    hypothesis ends a word: a Python call there, only when there are hotwords."""
+    from flashlight.lib.text.decoder import LM, LMState
+
+    # Every beginning of a phrase, with what its words have scored (the most, when phrases share it).
+    begun: dict[tuple[int, ...], float] = {}
+    for phrase, boost in phrases:
+        for k in range(1, len(phrase) + 1):
+            begun[phrase[:k]] = max(begun.get(phrase[:k], -math.inf), k * boost)
+    whole = {phrase for phrase, _ in phrases}
 
     class Boosted(LM):
+        """Its states stand for the model's state, the phrase begun last and what it scored
+        that is not kept yet; they are a tree of the words heard (``LMState.child``), as the
+        model's own are, and each keeps the score of the word that led to it: the search asks
+        for the same word after the same state at many frames. One search at a time per thread."""
+
         def __init__(self):
             LM.__init__(self)
             self.model = model  # kept alive with its states
+            self.local = threading.local()
 
         def start(self, start_with_nothing):
-            return model.start(start_with_nothing)
+            state = LMState()
+            self.local.states = {state: (model.start(start_with_nothing), (), 0.0, 0.0)}
+            return state
 
         def score(self, state, word):
-            state, score = model.score(state, word)
-            return state, score + bonus.get(word, 0.0)
+            states = self.local.states
+            child = state.child(word)
+            if (known := states.get(child)) is not None:
+                return child, known[3]
+            inner, before, owed, _ = states[state]
+            inner, score = model.score(inner, word)
+            now = (*before, word)
+            while now and now not in begun:  # the longest end of the words heard that begins a phrase
+                now = now[1:]
+            if len(now) == len(before) + 1:  # the phrase goes on
+                gain = begun[now] - begun.get(before, 0.0)
+                score, owed = score + gain, owed + gain
+            else:  # it was left: what it scored goes back; another may have begun
+                gain = begun.get(now, 0.0)
+                score, owed = score - owed + gain, gain
+            if now in whole:
+                owed = 0.0
+            states[child] = (inner, now, owed, score)
+            return child, score
 
         def finish(self, state):
-            return model.finish(state)
+            inner, _, owed, _ = self.local.states[state]
+            _, score = model.finish(inner)
+            return state, score - owed
 
     return Boosted()
 

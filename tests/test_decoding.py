@@ -16,6 +16,7 @@ from asr.decoding import (
     BeamSearch,
     DecodingOptions,
     Word,
+    _boosted,
     _lexicon_of,
     _speller,
     _without_kenlm_notes,
@@ -326,6 +327,37 @@ def test_a_hotword_outside_the_lm_becomes_possible_and_a_boost_tips_a_close_call
     ):
         options = replace(plain, hotwords=hotwords)
         assert text_of(BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions)[0]) == expected, hotwords
+
+
+def test_a_hotword_phrase_keeps_its_boost_only_when_said_whole(word_lm):
+    emissions = ambiguous_log_probs(first="c", second="m")  # "cat" a little likelier; the LM agrees
+    plain = DecodingOptions(method="beam", lm=word_lm, lm_weight=0.5)
+    for hotwords, expected in (
+        ((("mat sat", 3.0),), "the mat sat"),
+        # Boosted alone, "mat" would win (the test above); its phrase does not go on here.
+        ((("mat down", 3.0),), "the cat sat"),
+        ((("mat down", 3.0), ("sat", 0.5)), "the cat sat"),
+    ):
+        options = replace(plain, hotwords=hotwords)
+        assert text_of(BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions)[0]) == expected, hotwords
+
+
+def test_phrase_boosts_are_given_back_when_a_phrase_is_left():
+    from flashlight.lib.text.decoder import ZeroLM
+
+    lm = _boosted(ZeroLM(), [((1, 2), 1.5), ((3,), 1.0), ((2, 2, 4), 0.5)])
+
+    def boost(words: list[int]) -> float:
+        state, total = lm.start(False), 0.0
+        for word in words:
+            state, score = lm.score(state, word)
+            total += score
+        return total + lm.finish(state)[1]
+
+    assert boost([1, 2]) == boost([1, 1, 2]) == boost([5, 1, 2, 5]) == pytest.approx(3.0)
+    assert boost([1]) == boost([1, 5]) == boost([2, 2]) == boost([2, 2, 5]) == boost([]) == 0.0
+    assert boost([3, 3]) == pytest.approx(2.0) and boost([1, 2, 3]) == pytest.approx(4.0)
+    assert boost([2, 2, 4]) == pytest.approx(1.5) and boost([1, 2, 2, 4]) == pytest.approx(4.5)
 
 
 def test_hotwords_need_an_lm_and_a_word(word_lm):
