@@ -150,7 +150,8 @@ ship: ## SHIP_RUN's best checkpoint -> the shipped model SHIP_AS, with its LM an
 	$(if $(filter default,$(SHIP_AS)),$(BIN)/asr lm build data/synth/lm/train.txt data/uqm/text/train.txt \
 		--out $(DEFAULT_LM) --exclude data/uqm/text/dev_human.txt data/uqm/text/test_human.txt)
 	$(BIN)/asr lm tune data/synth/cuts_dev.jsonl.gz data/uqm/cuts_dev_human.jsonl.gz --model $(SHIP_MODEL) \
-		--lm $(DEFAULT_LM) --first 300 --beam-size 128 --beam-size-token 5 --beam-threshold 15 --save
+		--lm $(DEFAULT_LM) --beam-size 128 --beam-size-token 5 --beam-threshold 15 \
+		--lm-weights 1 1.5 2 2.5 3 --word-scores -1 0 --save
 
 # The character LM beside the default model: trained on the synth recipe's LM text.
 CHARLM_CONFIG := recipes/synth/charlm.yaml
