@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from asr.files import write_atomically
@@ -359,39 +360,138 @@ def _word_search(
     the trie of spellings, each word's unigram score smeared over its prefixes. Hotword
     phrases (``(words, boost in LM units)``) are scored by the LM (:func:`_boosted`), and each
     of their words scores its boost more in the trie, so that the search's look-ahead favours
-    their prefixes too."""
+    their prefixes too. The lexicon's spellings in token ids and their unigram scores
+    (:func:`_spell_lexicon`) are kept beside the lexicon (``<lexicon>.spelled.npz``, or in the
+    user's cache folder) and made again when the lexicon, LM or tokens change: read from there,
+    the trie of 67,000 words builds in about half the time."""
     from flashlight.lib.text.decoder import SmearingMode, Trie, ZeroLM
     from flashlight.lib.text.dictionary import Dictionary
 
-    spellings = dict(read_lexicon(lexicon))
+    source = _source_key(lexicon, lm, tokens)
+    cache = _beside(lexicon, ".spelled.npz")
+    table = _read_spelled(cache, source)
+    spellings = None if table else read_lexicon(lexicon)
+    lexicon_words = table.words if table else list(spellings)
     bonus: dict[str, float] = {}
     for phrase, boost in phrases:
         for word in phrase:
             bonus[word] = max(bonus.get(word, -math.inf), boost)
-    spellings |= {word: [word] for word in bonus if word not in spellings}
-    words = Dictionary([*spellings, *([] if UNK_WORD in spellings else [UNK_WORD])])
+    known = set(lexicon_words)
+    extra = [word for word in bonus if word not in known]
+    words = Dictionary([*lexicon_words, *extra, *([] if UNK_WORD in known else [UNK_WORD])])
     words.set_default_index(words.get_index(UNK_WORD))
     model = _kenlm(lm, words) if lm else ZeroLM()
-    spell = _speller(tokens)
+    if table is None:
+        table = _spell_lexicon(lexicon, spellings, model, tokens)
+        try:
+            _write_spelled(cache, source, table)
+        except OSError:
+            pass  # a folder it cannot write to: built again next time
     trie = Trie(len(tokens), tokens.index(" "))
+    flat, ends = table.ids.tolist(), table.ends.tolist()
+    scores = table.scores.tolist()
+    for word, boost in bonus.items():
+        if word in known:
+            scores[words.get_index(word)] += boost
+    for index, begin, end in zip(table.owners.tolist(), [0, *ends[:-1]], ends, strict=True):
+        trie.insert(flat[begin:end], index, scores[index])
+    spell = _speller(tokens)
     start = model.start(False)
-    for index, (word, forms) in enumerate(spellings.items()):
-        _, score = model.score(start, index)
-        score += bonus.get(word, 0.0)
-        for form in forms:
-            ids = spell(form)
-            if ids is None:
-                unknown = next(c for c in form if spell(c) is None)
-                raise ValueError(
-                    f"{lexicon}: {word!r} is spelled with {unknown!r}, not one of the model's tokens"
-                )
-            trie.insert(ids, index, score)
+    for word in extra:  # hotwords outside the lexicon, spelled as written
+        ids = spell(word)
+        if ids is None:
+            raise ValueError(f"hotword {word!r}: spelled with characters that are not the model's tokens")
+        index = words.get_index(word)
+        trie.insert(ids, index, model.score(start, index)[1] + bonus[word])
     trie.smear(SmearingMode.MAX)
     if phrases:
         model = _boosted(
             model, [(tuple(words.get_index(w) for w in phrase), boost) for phrase, boost in phrases]
         )
     return words, model, trie
+
+
+@dataclass(frozen=True)
+class _Spelled:
+    """A lexicon for the search's trie: its words in order, each spelling's token ids end to end
+    (``ids``; spelling ``i`` ends at ``ends[i]``) and word index (``owners``), and each word's
+    unigram score in the LM (0 without one)."""
+
+    words: list[str]
+    ids: np.ndarray
+    ends: np.ndarray
+    owners: np.ndarray
+    scores: np.ndarray
+
+
+def _spell_lexicon(lexicon: str, spellings: dict[str, list[str]], model, tokens: tuple[str, ...]) -> _Spelled:
+    """Spell every word of a lexicon (``spellings``, read from the file ``lexicon``) in token ids
+    and score it alone with ``model``, whose word ids are the lexicon's words in order."""
+    spell = _speller(tokens)
+    start = model.start(False)
+    ids, ends, owners = [], [], []
+    for index, (word, forms) in enumerate(spellings.items()):
+        for form in forms:
+            spelled = spell(form)
+            if spelled is None:
+                unknown = next(c for c in form if spell(c) is None)
+                raise ValueError(
+                    f"{lexicon}: {word!r} is spelled with {unknown!r}, not one of the model's tokens"
+                )
+            ids += spelled
+            ends.append(len(ids))
+            owners.append(index)
+    scores = [model.score(start, index)[1] for index in range(len(spellings))]
+    return _Spelled(
+        list(spellings), np.array(ids, dtype=np.uint8 if len(tokens) <= 256 else np.int32),
+        np.array(ends, dtype=np.int64),
+        np.array(owners, dtype=np.int32), np.array(scores, dtype=np.float64),
+    )  # fmt: skip
+
+
+def _source_key(lexicon: str, lm: str | None, tokens: tuple[str, ...]) -> str:
+    """What a spelled lexicon was made from: the lexicon and LM files (path, size, modification
+    time) and the model's tokens; a cache made from anything else is stale."""
+
+    def file(path):
+        stat = Path(path).stat()
+        return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+    return json.dumps([file(lexicon), file(lm) if lm else None, list(tokens)])
+
+
+def _write_spelled(path: Path, source: str, table: _Spelled) -> None:
+    """Store a spelled lexicon (:class:`_Spelled`) and what it was made from, atomically."""
+
+    def write(partial: Path) -> None:
+        with open(partial, "wb") as f:
+            np.savez(
+                f, source=np.array(source), words=np.frombuffer("\n".join(table.words).encode(), np.uint8),
+                ids=table.ids, ends=table.ends, owners=table.owners, scores=table.scores,
+            )  # fmt: skip
+
+    write_atomically(path, write)
+
+
+def _read_spelled(path: Path, source: str) -> _Spelled | None:
+    """The spelled lexicon stored at ``path`` if it was made from ``source``; None when there
+    is none, it is stale, or it cannot be read (then it is made again)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["source"]) != source:
+                return None
+            words = stored["words"].tobytes().decode().split("\n")
+            table = _Spelled(words, stored["ids"], stored["ends"], stored["owners"], stored["scores"])
+    except Exception:  # whatever a damaged file raises (zip, array or text errors): made again
+        return None
+    consistent = (
+        len(table.ends) == len(table.owners)
+        and len(table.scores) == len(words)
+        and (not len(table.ends) or table.ends[-1] == len(table.ids))
+    )
+    return table if consistent else None
 
 
 def _boosted(model, phrases: list[tuple[tuple[int, ...], float]]):

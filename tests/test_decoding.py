@@ -288,6 +288,39 @@ def test_an_arpa_lm_is_searched_through_its_binary_made_once_and_remade_when_sta
     assert binary.stat().st_size == size
 
 
+def test_the_spelled_lexicon_is_made_once_and_made_again_when_stale_or_damaged(tmp_path, monkeypatch):
+    text = ["the cat sat on the mat", "a cat sat", "the cat sat down", "my dog sat on the cat"]
+    lm = str(build_arpa(text, tmp_path / "lm.arpa", order=3))
+    lexicon = tmp_path / "words.lexicon"  # "mat" has a second spelling, "kat" none in the LM
+    lexicon.write_text("the\tt h e\ncat\tc a t\nmat\tm a t\nmat\tm a a t\nsat\ts a t\nkat\tk a t\n")
+    emissions = ambiguous_log_probs(first="m", second="c")
+    searches = [
+        DecodingOptions(method="beam", lm=lm, lexicon=str(lexicon), lm_weight=1.0, nbest=3),
+        DecodingOptions(
+            method="beam", lm=lm, lexicon=str(lexicon), lm_weight=1.0, hotwords=(("mat sat", 3),)
+        ),
+        DecodingOptions(method="beam", lm=lm, lm_weight=1.0, nbest=3, hotwords=(("dog mat", 1),)),
+    ]
+
+    def run() -> list:
+        _word_search.cache_clear()
+        return [BeamSearch(options, TOKENIZER, FRAME_SHIFT)(emissions) for options in searches]
+
+    read = []
+    monkeypatch.setattr(decoding, "read_lexicon", lambda path: read.append(path) or read_lexicon(path))
+    made = run()
+    assert len(read) == 2 and text_of(made[1][0]) == "the mat sat"  # boosted, from the same table
+    cache = Path(f"{lexicon}.spelled.npz")
+    assert cache.is_file() and Path(f"{lm}.lexicon.spelled.npz").is_file()
+    assert run() == made and len(read) == 2  # both read from their spelled lexicons
+    # A changed LM makes the table stale (its unigram scores); a damaged table is made again.
+    os.utime(lm, (cache.stat().st_mtime - 10, cache.stat().st_mtime - 10))
+    assert run() == made and len(read) == 4
+    cache.write_bytes(cache.read_bytes()[:200])
+    assert run() == made and len(read) == 5
+    assert run() == made and len(read) == 5
+
+
 def test_lexicon_errors_name_the_file_and_line(tmp_path):
     (tmp_path / "ok.lexicon").write_text("cat\tc a t\ncat\tk a t\n\ndog\td o g\n")
     assert read_lexicon(tmp_path / "ok.lexicon") == {"cat": ["cat", "kat"], "dog": ["dog"]}
