@@ -7,7 +7,8 @@ Rows, each the median wall time of ``--repeats`` fresh processes on the same cli
 the Python API (``import asr; asr.load_model().transcribe(CLIP)``), and PocketSphinx 5.1.1's
 whole process (import, model load, decode) as the reference. Then the stages of one process,
 timed in it: imports, model load, audio, network, building the beam search over the LM as
-KenLM's binary trie and, side by side, as the ARPA file, the search and the word alignment.
+KenLM's binary trie and, side by side, the same with the lexicon spelled anew (not read from
+its ``.spelled.npz``) and as the ARPA file, the search and the word alignment.
 """
 
 import argparse
@@ -33,7 +34,8 @@ print(decoder.hyp().hypstr if decoder.hyp() else "")
 
 API = "import sys, asr; print(asr.load_model().transcribe(sys.argv[1]).text)"
 
-# One process, stage by stage (the LM's binary and ARPA forms built side by side).
+# One process, stage by stage (the search built from the cached spellings and the binary LM,
+# then without the spellings, then from the ARPA file, side by side).
 STAGES = """
 import json, sys, time
 marks = [("start", time.perf_counter())]
@@ -54,6 +56,11 @@ mark("features + network")
 options = inference.default_options(model)
 search = decoding.BeamSearch(options, model.tokenizer, model.config.frame_shift)
 mark("beam search built (binary LM)")
+decoding._word_search.cache_clear()
+decoding._read_spelled = lambda path, source: None
+decoding._write_spelled = lambda path, source, table: None
+decoding.BeamSearch(options, model.tokenizer, model.config.frame_shift)
+mark("beam search built (binary LM, lexicon spelled anew)")
 decoding._word_search.cache_clear()
 decoding.build_binary_tool = lambda: None
 decoding.binary_lm = lambda lm: lm
@@ -81,7 +88,7 @@ def wall(command: list[str], repeats: int) -> tuple[float, str]:
 
 
 def measure(clip: str, repeats: int) -> dict:
-    wall([ASR, "transcribe", clip], 1)  # the LM's binary and lexicon made, files in the page cache
+    wall([ASR, "transcribe", clip], 1)  # the LM's binary and spelled lexicon made, files in the page cache
     rows = []
     for name, command in (
         ("asr transcribe (beam + LM, default)", [ASR, "transcribe", clip]),
@@ -105,7 +112,8 @@ def markdown(result: dict) -> str:
         "|---|---|",
         *(f"| {r['command']} | {r['seconds']:.2f} |" for r in result["rows"]),
         "",
-        "Stages of one process (the ARPA row builds the same search without the binary trie):",
+        "Stages of one process (the next two rows build the same search again: with the lexicon "
+        "spelled anew, then also from the ARPA file instead of the binary trie):",
         "",
         "| stage | s |",
         "|---|---|",
