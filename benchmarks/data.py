@@ -1,6 +1,8 @@
-"""Training data at scale: the memory of a lazy manifest, and the read speed of Shar shards.
+"""Training data at scale: the memory of a lazy manifest, the read speed of Shar shards, and
+the feature statistics pass with parallel readers.
 
     python -m benchmarks.data --json OUT [--sizes 10000 1000000] [--clips 2000] [--repeats 3]
+        [--stats-cuts data/bench/cuts_train.jsonl.gz]
 
 Memory: one epoch of the training sampler (``SpeechDataModule``'s bucketing sampler, as
 ``asr fit`` builds it; batches of cuts, no audio read) over a lazy manifest of each of
@@ -16,6 +18,11 @@ manifest and the same clips from Shar shards (``asr data shard``), alternately, 
 ``--repeats`` passes each. Both read files just written, from the page cache: the ratio is the
 cost of opening and seeking one file per clip against one sequential stream per shard, and
 leaves out the disk, which favours shards further (a spinning or network disk most).
+
+Feature statistics (``--stats-cuts``): the pass that starts every training run (log-mel frames
+of the training batches summed, ``LogMel.fit_stats`` as ``on_fit_start`` calls it), the audio
+read and speed-perturbed by 0 (in the process), 1 or N DataLoader workers (N: the cores the
+process may use), alternately, the median of ``--repeats`` passes each.
 """
 
 import argparse
@@ -109,7 +116,44 @@ def read_speed(count: int, repeats: int) -> dict:
             "ratio_shar_vs_files": speed["shar"] / speed["files"]}  # fmt: skip
 
 
-def measure(sizes: list[int], count: int, repeats: int) -> dict:
+def stats_pass(frontend, cuts: str, workers: int) -> tuple[float, float]:
+    """One feature statistics pass over every training batch of ``cuts`` read by ``workers``
+    DataLoader processes: (audio seconds, wall seconds)."""
+    from asr.data import SpeechDataModule
+
+    data = SpeechDataModule(train_cuts=cuts, num_workers=workers, max_duration=120, speed_perturb=[0.9, 1.1])
+    samples = []
+
+    def batches():
+        for batch in data.train_dataloader():
+            samples.append(int(batch["audio_lens"].sum()))
+            yield batch["audio"], batch["audio_lens"]
+
+    seconds = timed(lambda: frontend.fit_stats(batches()))
+    return sum(samples) / RATE, seconds
+
+
+def stats_speed(cuts: str, repeats: int) -> dict:
+    """The feature statistics pass that starts a training run (``LogMel.fit_stats`` over the
+    training loader's batches, as ``on_fit_start`` runs it) over every batch of ``cuts``, its
+    audio read and speed-perturbed in the training process (0 workers) or by 1 or N DataLoader
+    worker processes (N: the cores this process may use), alternately: audio seconds a second."""
+    from asr.features import LogMel
+    from asr.files import available_cores
+
+    frontend = LogMel()
+    rates: dict[int, list[float]] = {n: [] for n in sorted({0, 1, available_cores()})}
+    audio = 0.0
+    for _ in range(repeats):
+        for workers in rates:
+            audio, seconds = stats_pass(frontend, cuts, workers)
+            rates[workers].append(audio / seconds)
+    speed = {n: statistics.median(runs) for n, runs in rates.items()}
+    rows = [{"workers": n, "seconds_per_second": v, "speedup": v / speed[0]} for n, v in speed.items()]
+    return {"cuts": cuts, "audio_seconds": audio, "runs": {str(n): r for n, r in rates.items()}, "rows": rows}
+
+
+def measure(sizes: list[int], count: int, repeats: int, stats_cuts: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.flac"
         sf.write(clip, np.zeros(RATE, dtype=np.float32), RATE, format="FLAC")
@@ -123,6 +167,7 @@ def measure(sizes: list[int], count: int, repeats: int) -> dict:
         "memory": rows,
         "memory_ratio": largest["peak_rss_mb"] / smallest["peak_rss_mb"],
         "read": read_speed(count, repeats),
+        **({"stats": stats_speed(stats_cuts, repeats)} if stats_cuts else {}),
     }
 
 
@@ -153,6 +198,21 @@ def markdown(result: dict) -> str:
         "",
         f"Shar: {read['ratio_shar_vs_files']:.2f}x the speed of one file per clip.",
     ]
+    if "stats" in result:
+        stats = result["stats"]
+        lines += [
+            "",
+            f"The feature statistics pass that starts a run (log-mel frames of every training batch of "
+            f"`{stats['cuts']}`, {stats['audio_seconds'] / 60:.1f} min of speed-perturbed audio), the audio "
+            "read by DataLoader worker processes (`data.num_workers`; 0: in the training process):",
+            "",
+            "| workers | audio s / s | speed-up |",
+            "|---|---|---|",
+            *(
+                f"| {r['workers']} | {r['seconds_per_second']:.0f} | {r['speedup']:.2f}x |"
+                for r in stats["rows"]
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -164,12 +224,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=CLIPS, help="clips read for the read speed")
     parser.add_argument("--repeats", type=int, default=3, help="passes over the clips from each source")
     parser.add_argument("--point", metavar="MANIFEST", help="one memory point, in this process")
+    parser.add_argument(
+        "--stats-cuts",
+        metavar="MANIFEST",
+        help="also time the feature statistics pass over these training cuts",
+    )
     parser.add_argument("--json", required=True, help="write the result here")
     args = parser.parse_args(argv)
     if args.point:
         write_json(memory_point(args.point), args.json)
         return
-    result = measure(args.sizes, args.clips, args.repeats)
+    result = measure(args.sizes, args.clips, args.repeats, args.stats_cuts)
     write_json(result, args.json)
     print(markdown(result))
 

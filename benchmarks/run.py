@@ -60,8 +60,10 @@ def _arguments(part: str, repeats: int, model: str | None) -> list[str]:
         return model_args
     if part == "serving":
         return model_args
-    if part in ("startup", "data"):
+    if part == "startup":
         return ["--repeats", str(repeats)]
+    if part == "data":
+        return ["--repeats", str(repeats), "--stats-cuts", str(DATA / "cuts_train.jsonl.gz")]
     if part == "streaming":  # one pass: its figures are per clip, over 200 clips
         return ["--models", "streaming", model or "default"]
     return [*model_args, "--repeats", str(repeats)]

@@ -138,9 +138,10 @@ def test_the_serving_load_generator_times_every_answer():
     assert 1 <= figures["batches"] <= 6
 
 
-def test_the_data_benchmark_runs_tiny_and_reports(tmp_path):
+def test_the_data_benchmark_runs_tiny_and_reports(corpus, tmp_path):
     out = tmp_path / "data.json"
-    data.main(["--sizes", "30", "300", "--clips", "4", "--repeats", "1", "--json", str(out)])
+    data.main(["--sizes", "30", "300", "--clips", "4", "--repeats", "1", "--stats-cuts", corpus["train"],
+               "--json", str(out)])  # fmt: skip
     result = json.loads(out.read_text())
     # Every cut of each manifest went through the sampler, each size in its own process.
     assert [(r["size"], r["cuts"]) for r in result["memory"]] == [(30, 30), (300, 300)]
@@ -151,6 +152,13 @@ def test_the_data_benchmark_runs_tiny_and_reports(tmp_path):
     text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": MACHINE, "data": result})
     assert "- data: the training sampler's peak RSS over 300 cuts" in text
     assert "| 300 | " in text and "| Shar shards | " in text
+    # The statistics pass over all 20 clips (speed-perturbed: 0.9-1.1x their length), each
+    # number of workers; 0 is the reference.
+    clips = sum(cut.duration for cut in read_cuts(corpus["train"]))
+    stats = result["stats"]
+    assert 0.85 * clips < stats["audio_seconds"] < 1.15 * clips
+    assert [r["workers"] for r in stats["rows"]][:2] == [0, 1] and stats["rows"][0]["speedup"] == 1.0
+    assert all(r["seconds_per_second"] > 0 for r in stats["rows"]) and "| workers | audio s / s |" in text
 
 
 def test_the_cluster_estimate_trains_the_gpu_network_briefly_and_scales_it(corpus, tmp_path):
