@@ -4,7 +4,8 @@
 
 Rows, each the median wall time of ``--repeats`` fresh processes on the same clip:
 ``asr transcribe CLIP`` with the default beam search and LM, the same with ``--decoder greedy``,
-the Python API (``import asr; asr.load_model().transcribe(CLIP)``), and PocketSphinx 5.1.1's
+the Python API (``import asr; asr.load_model().transcribe(CLIP)``), the same without the
+objects frozen at exit (``atexit.unregister(gc.freeze)``), and PocketSphinx 5.1.1's
 whole process (import, model load, decode) as the reference. Then the stages of one process,
 timed in it: imports, model load, audio, network, building the beam search over the LM as
 KenLM's binary trie and, side by side, the same with the lexicon spelled anew (not read from
@@ -33,6 +34,9 @@ print(decoder.hyp().hypstr if decoder.hyp() else "")
 """
 
 API = "import sys, asr; print(asr.load_model().transcribe(sys.argv[1]).text)"
+# The same without the freeze at exit (asr/__init__.py): the interpreter's last collections walk
+# every object.
+API_THAWED = API.replace("import sys, asr;", "import atexit, gc, sys, asr; atexit.unregister(gc.freeze);")
 
 # One process, stage by stage (the search built from the cached spellings and the binary LM,
 # then without the spellings, then from the ARPA file, side by side).
@@ -94,6 +98,7 @@ def measure(clip: str, repeats: int) -> dict:
         ("asr transcribe (beam + LM, default)", [ASR, "transcribe", clip]),
         ("asr transcribe --decoder greedy", [ASR, "transcribe", "--decoder", "greedy", clip]),
         ("python: asr.load_model().transcribe (beam + LM)", [sys.executable, "-c", API, clip]),
+        ("the same, no gc.freeze at exit", [sys.executable, "-c", API_THAWED, clip]),
         ("PocketSphinx 5.1.1 (python: import, load, decode)", [sys.executable, "-c", POCKETSPHINX, clip]),
     ):
         seconds, text = wall(command, repeats)

@@ -70,6 +70,20 @@ def test_transcribe_needs_no_model_argument():
     assert 0 <= result["words"][0]["start"] < result["words"][-1]["end"] <= result["duration"]
 
 
+def test_a_script_transcribes_and_exits_with_the_imports_objects_frozen():
+    # A handler registered before `import asr` runs after asr's (last in, first out): by then the
+    # objects are frozen, so the interpreter's last collections skip them; the script's own
+    # output and handlers are as without.
+    script = (
+        "import atexit, gc; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
+        f"import asr; print(asr.load_model().transcribe({str(DEMO / 'synth-test-000001.flac')!r}).text)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    text, frozen = out.stdout.splitlines()
+    assert text.strip() and frozen == "frozen True"
+
+
 def test_evaluate_shows_each_demo_clip_against_its_reference(tmp_path):
     out = subprocess.run(
         [
