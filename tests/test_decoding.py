@@ -229,6 +229,18 @@ def test_an_ngram_lm_tips_an_ambiguous_word_to_the_likelier_sentence(word_lm):
     assert Path(f"{word_lm}.lexicon").read_text().count("\n") == 9  # the LM's words, written once
 
 
+def test_the_lms_lexicon_is_written_again_when_missing_or_older_than_the_lm(tmp_path):
+    lm = str(build_arpa(["a cat sat"], tmp_path / "words.arpa", order=2))
+    lexicon = _lexicon_of(lm)
+    assert set(read_lexicon(lexicon)) == {"a", "cat", "sat"}
+    lexicon.unlink()
+    assert _lexicon_of(lm) == lexicon and set(read_lexicon(lexicon)) == {"a", "cat", "sat"}
+    build_arpa(["the dog ran"], lm, order=2)  # another LM in its place, newer than the lexicon
+    later = lexicon.stat().st_mtime_ns + 10**9
+    os.utime(lm, ns=(later, later))
+    assert set(read_lexicon(_lexicon_of(lm))) == {"the", "dog", "ran"}
+
+
 def test_beam_size_token_tries_only_the_likeliest_tokens_of_each_frame(word_lm):
     emissions = ambiguous_log_probs(first="m", second="c")
     for tokens, expected in ((None, "the cat sat"), (2, "the cat sat"), (1, "the mat sat")):
