@@ -41,7 +41,7 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
     from lightning.pytorch.cli import LightningCLI
 
     from asr.data import SpeechDataModule, TextDataModule
-    from asr.training import AudioThroughput, CharLMTraining, CTCTraining, RandomState
+    from asr.training import AudioThroughput, CharLMTraining, CTCTraining, RandomState, TopCheckpoints
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
@@ -70,7 +70,18 @@ def lightning_cli(args: list[str] | None = None, language_model: bool = False):
                     "autosave.enable_version_counter": False,
                 }
             )
-            for group in ("checkpoint", "autosave"):
+            # The N best by the same measure, for `asr average`: --top.save_top_k 5. None by default.
+            parser.add_lightning_class_args(TopCheckpoints, "top")
+            parser.set_defaults(
+                {
+                    "top.monitor": "val_loss" if language_model else "val_wer",
+                    "top.mode": "min",
+                    "top.save_top_k": 0,
+                    "top.filename": "top-{step}",
+                    "top.enable_version_counter": False,
+                }
+            )
+            for group in ("checkpoint", "autosave", "top"):
                 parser.link_arguments(
                     "trainer.default_root_dir",
                     f"{group}.dirpath",

@@ -13,7 +13,7 @@ from itertools import islice
 import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
@@ -42,6 +42,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         write_atomically(path, lambda partial: torch.save(checkpoint, partial))
+
+
+class TopCheckpoints(ModelCheckpoint):
+    """The ``save_top_k`` best checkpoints of a run, ``top-step=N.ckpt`` beside ``best.ckpt``,
+    for ``asr average`` (the mean of a run's few best networks usually scores a little better
+    than the best alone). A class of its own: Lightning keeps each checkpoint callback's state
+    under its class and settings, which would otherwise be those of ``best.ckpt``'s."""
 
 
 class RandomState(L.Callback):

@@ -88,6 +88,35 @@ def test_a_fresh_run_refuses_a_folder_holding_another_and_a_resumed_one_keeps_be
     assert sorted(p.name for p in checkpoints.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
 
 
+def test_top_checkpoints_keep_the_best_validations_and_average_into_a_model(corpus, tmp_path):
+    import csv
+
+    root = tmp_path / "run"
+    args = ["--trainer.max_epochs", "4", "--trainer.limit_train_batches", "2", "--top.save_top_k", "2"]
+    assert main(_fit_args(corpus, root, *args)) == 0
+    scores = [
+        float(row["val_wer"])
+        for log in root.glob("lightning_logs/version_*/metrics.csv")
+        for row in csv.DictReader(log.open())
+        if row.get("val_wer")
+    ]
+    assert len(scores) == 4
+    kept = sorted((root / "checkpoints").glob("top-step=*.ckpt"))
+    assert len(kept) == 2
+    state = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    (top,) = [v for k, v in state.items() if k.startswith("TopCheckpoints")]
+    assert sorted(map(str, kept)) == sorted(top["best_k_models"])
+    assert sorted(float(v) for v in top["best_k_models"].values()) == pytest.approx(sorted(scores)[:2])
+    # the best alone still as best.ckpt, for `asr export`
+    assert (root / "checkpoints" / "best.ckpt").is_file()
+    assert main(["average", *map(str, kept), "-o", str(tmp_path / "mean.pt")]) == 0
+    from asr.checkpoints import recognizer_of
+
+    heads = [recognizer_of(path).head.weight for path in kept]
+    mean = load_model(tmp_path / "mean.pt").head.weight  # stored in half precision
+    torch.testing.assert_close(mean, (heads[0] + heads[1]) / 2, rtol=1e-3, atol=1e-4)
+
+
 def test_make_trains_each_config_in_the_folder_the_config_names():
     import yaml
 

@@ -129,6 +129,7 @@ def test_configs_parse(capsys):
     )
     gpu = print_config("librispeech", "config_gpu.yaml", capsys)
     assert "hidden_size: 800" in gpu and "precision: bf16-mixed" in gpu
+    assert "save_top_k: 5" in gpu  # the five best checkpoints kept for asr average
 
 
 def test_the_8_gpu_config_parses_and_dry_runs_on_two_cpu_processes(prepared, tmp_path, capsys):
