@@ -4,13 +4,14 @@ the feature statistics pass with parallel readers.
     python -m benchmarks.data --json OUT [--sizes 10000 1000000] [--clips 2000] [--repeats 3]
         [--stats-cuts data/bench/cuts_train.jsonl.gz]
 
-Memory: one epoch of the training sampler (``SpeechDataModule``'s bucketing sampler, as
-``asr fit`` builds it; batches of cuts, no audio read) over a lazy manifest of each of
-``--sizes`` cuts, each size in a fresh process, so its peak RSS is its own. The manifests are
-made here, in a temporary folder: cuts of 0.5-15 s that all point at one 1 s clip (only the
-metadata is read). The ratio is the peak RSS of the largest size over that of the smallest;
-the growth of each peak over the process's size after its imports (Lightning, torch and
-lhotse) is given beside it.
+Memory, over a lazy manifest of each of ``--sizes`` cuts, each measurement in a fresh process,
+so its peak RSS is its own: one epoch of the training sampler (``SpeechDataModule``'s bucketing
+sampler, as ``asr fit`` builds it; batches of cuts, no audio read), and a training process
+(``asr fit``: a small network, ``--train-steps`` updates, its audio read, checkpoints written).
+The manifests are made here, in a temporary folder: cuts of 2-15 s that all point at one 15 s
+clip. The ratio is the peak RSS of the largest size over that of the smallest; the growth of
+each sampler peak over the process's size after its imports (Lightning, torch and lhotse) is
+given beside it.
 
 Read speed: audio seconds decoded (``cut.load_audio()``, what the training batches call) per
 wall second, ``--clips`` synthetic FLAC clips of 2-8 s read one file each through their
@@ -39,20 +40,22 @@ import soundfile as sf
 from benchmarks.common import in_fresh_process, peak_rss_mb, timed, write_json
 
 SIZES = (10_000, 1_000_000)  # cuts in the lazy manifests
+TRAIN_STEPS = 20  # updates of the training process over each manifest
 CLIPS = 2000  # clips read for the read speed (~2.8 h of audio)
 RATE = 16000
 
 
 def fake_manifest(path: Path, size: int, clip: Path) -> Path:
-    """A manifest of ``size`` cuts of 0.5-15 s, all pointing at ``clip``: metadata only."""
+    """A manifest of ``size`` cuts of 2-15 s, all pointing at the 15 s ``clip``."""
     rng = random.Random(0)
-    recording = {"id": "clip", "sources": [{"type": "file", "channels": [0], "source": str(clip)}],
-                 "sampling_rate": RATE, "num_samples": RATE, "duration": 1.0, "channel_ids": [0]}  # fmt: skip
+    source = {"type": "file", "channels": [0], "source": str(clip)}
+    recording = {"id": "clip", "sources": [source], "sampling_rate": RATE, "num_samples": 15 * RATE,
+                 "duration": 15.0, "channel_ids": [0]}  # fmt: skip
     with gzip.open(path, "wt", compresslevel=1) as lines:
         for k in range(size):
-            duration = round(rng.uniform(0.5, 15.0), 2)
+            duration = round(rng.uniform(2.0, 15.0), 2)
             supervision = {"id": f"cut-{k}", "recording_id": "clip", "start": 0.0, "duration": duration,
-                           "channel": 0, "text": f"sentence number {k} of the benchmark"}  # fmt: skip
+                           "channel": 0, "text": f"sentence number {k}"}  # fmt: skip
             cut = {"id": f"cut-{k}", "start": 0.0, "duration": duration, "channel": 0,
                    "supervisions": [supervision], "recording": recording, "type": "MonoCut"}  # fmt: skip
             lines.write(json.dumps(cut) + "\n")
@@ -77,6 +80,30 @@ def memory_point(manifest: str) -> dict:
     peak = peak_rss_mb()
     return {"cuts": cuts, "batches": batches, "seconds": seconds, "rss_after_imports_mb": before,
             "peak_rss_mb": peak, "growth_mb": peak - before}  # fmt: skip
+
+
+def training_point(manifest: str, steps: int) -> dict:
+    """``asr fit`` over ``manifest`` for ``steps`` updates, in this process: a small network (2 x
+    LSTM 64), 60 s batches, no validation."""
+    import torch
+
+    from asr.cli import main
+
+    with tempfile.TemporaryDirectory() as run:
+        # fmt: off
+        code = main([
+            "fit", "--data.train_cuts", manifest, "--data.val_cuts", manifest, "--data.num_workers", "0",
+            "--data.max_duration", "60", "--model.net.hidden_size", "64", "--model.net.num_layers", "2",
+            "--model.net.conv_channels", "64", "--model.stats_batches", "2",
+            "--trainer.max_steps", str(steps),
+            "--trainer.limit_val_batches", "0", "--checkpoint.monitor", "null",
+            "--trainer.default_root_dir", run, "--trainer.enable_progress_bar", "false",
+        ])
+        # fmt: on
+        if code != 0:
+            raise RuntimeError(f"asr fit over {manifest} failed")
+        done = torch.load(Path(run) / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    return {"steps": done, "peak_rss_mb": peak_rss_mb()}
 
 
 def clips(folder: Path, count: int) -> Path:
@@ -153,19 +180,28 @@ def stats_speed(cuts: str, repeats: int) -> dict:
     return {"cuts": cuts, "audio_seconds": audio, "runs": {str(n): r for n, r in rates.items()}, "rows": rows}
 
 
-def measure(sizes: list[int], count: int, repeats: int, stats_cuts: str | None = None) -> dict:
+def measure(
+    sizes: list[int], count: int, repeats: int, stats_cuts: str | None = None, train_steps: int = TRAIN_STEPS
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.flac"
-        sf.write(clip, np.zeros(RATE, dtype=np.float32), RATE, format="FLAC")
+        noise = 0.01 * np.random.default_rng(0).standard_normal(15 * RATE)
+        sf.write(clip, noise.astype(np.float32), RATE, format="FLAC")
         rows = []
         for size in sizes:
-            manifest = fake_manifest(Path(tmp) / f"cuts_{size}.jsonl.gz", size, clip)
-            rows.append({"size": size, **in_fresh_process("benchmarks.data", "--point", str(manifest))})
-            manifest.unlink()
+            manifest = str(fake_manifest(Path(tmp) / f"cuts_{size}.jsonl.gz", size, clip))
+            steps = str(train_steps)
+            training = in_fresh_process("benchmarks.data", "--train-point", manifest, "--train-steps", steps)
+            rows.append({
+                "size": size, **in_fresh_process("benchmarks.data", "--point", manifest),
+                "training_steps": training["steps"], "training_peak_rss_mb": training["peak_rss_mb"],
+            })  # fmt: skip
+            Path(manifest).unlink()
     smallest, largest = min(rows, key=lambda r: r["size"]), max(rows, key=lambda r: r["size"])
     return {
         "memory": rows,
         "memory_ratio": largest["peak_rss_mb"] / smallest["peak_rss_mb"],
+        "training_memory_ratio": largest["training_peak_rss_mb"] / smallest["training_peak_rss_mb"],
         "read": read_speed(count, repeats),
         **({"stats": stats_speed(stats_cuts, repeats)} if stats_cuts else {}),
     }
@@ -187,6 +223,15 @@ def markdown(result: dict) -> str:
         "",
         f"Peak RSS of the largest over the smallest: {result['memory_ratio']:.2f}x for "
         f"{max(r['size'] for r in rows) / min(r['size'] for r in rows):.0f}x the cuts.",
+        "",
+        f"A training process (`asr fit`, 2 x LSTM 64, {rows[0]['training_steps']} updates of 60 s batches) "
+        "over the same manifests, a fresh process each:",
+        "",
+        "| cuts | peak RSS MB |",
+        "|---|---|",
+        *(f"| {r['size']:,} | {r['training_peak_rss_mb']:.0f} |" for r in rows),
+        "",
+        f"Peak RSS of the largest over the smallest: {result['training_memory_ratio']:.2f}x.",
         "",
         f"Reading {read['clips']} clips ({read['audio_seconds'] / 3600:.2f} h), audio seconds decoded per "
         "wall second (median; from the page cache):",
@@ -223,7 +268,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--clips", type=int, default=CLIPS, help="clips read for the read speed")
     parser.add_argument("--repeats", type=int, default=3, help="passes over the clips from each source")
-    parser.add_argument("--point", metavar="MANIFEST", help="one memory point, in this process")
+    parser.add_argument("--point", metavar="MANIFEST", help="one sampler memory point, in this process")
+    parser.add_argument(
+        "--train-point", metavar="MANIFEST", help="one training memory point, in this process"
+    )
+    parser.add_argument("--train-steps", type=int, default=TRAIN_STEPS, help="updates of each training point")
     parser.add_argument(
         "--stats-cuts",
         metavar="MANIFEST",
@@ -234,7 +283,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.point:
         write_json(memory_point(args.point), args.json)
         return
-    result = measure(args.sizes, args.clips, args.repeats, args.stats_cuts)
+    if args.train_point:
+        write_json(training_point(args.train_point, args.train_steps), args.json)
+        return
+    result = measure(args.sizes, args.clips, args.repeats, args.stats_cuts, args.train_steps)
     write_json(result, args.json)
     print(markdown(result))
 

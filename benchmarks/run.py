@@ -94,7 +94,8 @@ def summary(results: dict) -> list[str]:
         small, large = min(memory, key=lambda r: r["size"]), max(memory, key=lambda r: r["size"])
         lines.append(
             f"- data: the training sampler's peak RSS over {large['size']:,} cuts "
-            f"{results['data']['memory_ratio']:.2f}x that over {small['size']:,}; Shar shards read "
+            f"{results['data']['memory_ratio']:.2f}x that over {small['size']:,}, a training process's "
+            f"{results['data']['training_memory_ratio']:.2f}x; Shar shards read "
             f"{read['ratio_shar_vs_files']:.2f}x as fast as one file per clip"
         )
     return lines

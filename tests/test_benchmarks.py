@@ -141,16 +141,18 @@ def test_the_serving_load_generator_times_every_answer():
 def test_the_data_benchmark_runs_tiny_and_reports(corpus, tmp_path):
     out = tmp_path / "data.json"
     data.main(["--sizes", "30", "300", "--clips", "4", "--repeats", "1", "--stats-cuts", corpus["train"],
-               "--json", str(out)])  # fmt: skip
+               "--train-steps", "2", "--json", str(out)])  # fmt: skip
     result = json.loads(out.read_text())
-    # Every cut of each manifest went through the sampler, each size in its own process.
+    # Every cut of each manifest went through the sampler, each size in its own process, and
+    # a training process of 2 updates over each.
     assert [(r["size"], r["cuts"]) for r in result["memory"]] == [(30, 30), (300, 300)]
     assert all(r["peak_rss_mb"] >= r["rss_after_imports_mb"] > 0 for r in result["memory"])
+    assert all(r["training_steps"] == 2 and r["training_peak_rss_mb"] > 0 for r in result["memory"])
     read = result["read"]
     assert read["clips"] == 4 and read["files_seconds_per_second"] > 0 and read["shar_seconds_per_second"] > 0
     assert read["ratio_shar_vs_files"] == read["shar_seconds_per_second"] / read["files_seconds_per_second"]
     text = run.report({"command": "c", "date": "d", "repeats": 1, "machine": MACHINE, "data": result})
-    assert "- data: the training sampler's peak RSS over 300 cuts" in text
+    assert "- data: the training sampler's peak RSS over 300 cuts" in text and "a training process's" in text
     assert "| 300 | " in text and "| Shar shards | " in text
     # The statistics pass over all 20 clips (speed-perturbed: 0.9-1.1x their length), each
     # number of workers; 0 is the reference.
