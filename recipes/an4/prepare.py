@@ -11,6 +11,7 @@ training speakers become ``cuts_dev``; ``cuts_test`` is AN4's own test set (othe
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +79,15 @@ def to_flac(utterance: Utterance, audio_dir: Path, skipped: common.SkipLog) -> P
     return flac
 
 
-def subset_cuts(root: Path, subset: str, audio_dir: Path, skipped: common.SkipLog) -> CutSet:
-    """Cuts of one AN4 subset, their audio converted to FLAC in ``audio_dir``."""
+def subset_cuts(root: Path, subset: str, audio_dir: Path, skipped: common.SkipLog, jobs: int) -> CutSet:
+    """Cuts of one AN4 subset, their audio converted to FLAC in ``audio_dir``, ``jobs`` clips at
+    a time (threads: libsndfile decodes and encodes outside Python's lock)."""
     audio_dir.mkdir(parents=True, exist_ok=True)
     recordings, segments = [], []
-    for utterance in read_transcription(root, subset, skipped):
-        flac = to_flac(utterance, audio_dir, skipped)
+    utterances = read_transcription(root, subset, skipped)
+    with ThreadPoolExecutor(jobs) as pool:
+        flacs = list(pool.map(lambda utterance: to_flac(utterance, audio_dir, skipped), utterances))
+    for utterance, flac in zip(utterances, flacs, strict=True):
         recording = flac and common.read_recording(flac, utterance.id, skipped)
         if recording is None:
             continue
@@ -109,9 +113,14 @@ def speaker_of(cut: Cut) -> str:
 
 
 def prepare(
-    corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, dev_fraction: float = 0.1, seed: int = 0
+    corpus_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    dev_fraction: float = 0.1,
+    seed: int = 0,
+    num_jobs: int | None = None,
 ) -> dict[str, Path]:
-    """Write the AN4 cut manifests (and FLAC audio) to ``out_dir``; return the manifests by split.
+    """Write the AN4 cut manifests (and FLAC audio, ``num_jobs`` clips converted at a time;
+    default: the cores this process may use) to ``out_dir``; return the manifests by split.
 
     Development speakers are drawn from the training speakers, so, like the test set, they are
     voices the model has not trained on. Does nothing when every manifest exists; clips already
@@ -126,7 +135,8 @@ def prepare(
     if done:
         return done
     skipped = common.SkipLog()
-    cuts = {subset: subset_cuts(root, subset, out_dir / "audio" / subset, skipped) for subset in SUBSETS}
+    jobs = num_jobs or common.available_cores()
+    cuts = {s: subset_cuts(root, s, out_dir / "audio" / s, skipped, jobs) for s in SUBSETS}
     splits = common.split_by_key(cuts["train"], speaker_of, {"dev": dev_fraction}, seed, unit="speakers")
     return common.write_splits(out_dir, {**splits, "test": cuts["test"]}, skipped)
 
@@ -136,8 +146,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = common.argument_parser("an4", "Convert AN4 to FLAC and write lhotse cut manifests.")
     parser.add_argument("--dev-fraction", type=float, default=0.1, help="share of training speakers for dev")
     parser.add_argument("--seed", type=int, default=0, help="seed of the dev split")
+    parser.add_argument(
+        "--num-jobs", type=int, help="clips converted at a time (default: the cores this process may use)"
+    )
     args = parser.parse_args(argv)
-    common.run(prepare, args.corpus_dir, args.out, dev_fraction=args.dev_fraction, seed=args.seed)
+    options = {"dev_fraction": args.dev_fraction, "seed": args.seed, "num_jobs": args.num_jobs}
+    common.run(prepare, args.corpus_dir, args.out, **options)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from lhotse import CutSet
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.progress import progress
 from asr.text import normalize_text
-from recipes.common import clip_cuts, write_atomically
+from recipes.common import available_cores, clip_cuts, write_atomically
 
 FORTUNES = Path("/usr/share/games/fortunes/fortunes")
 SPLITS = ("train", "dev", "test")
@@ -40,10 +40,6 @@ SPLITS = ("train", "dev", "test")
 VOICES = ("en-us", "en-us+f3", "en", "en+f2")
 RATES = (140, 190)  # words per minute, inclusive range
 PITCHES = (35, 65)  # espeak-ng's 0-99 scale, where 50 is the voice's usual pitch
-# espeak-ng renders a sentence in ~10 ms, so two subprocesses in flight keep both cores of a
-# small machine busy; threads suffice because the work happens outside Python.
-WORKERS = 2
-
 # Terminal overstriking: "_\bU" prints an underlined U. Dropping each character that is
 # followed by a backspace leaves the letters a reader sees.
 _OVERSTRUCK = re.compile(r"[^\x08]\x08")
@@ -170,8 +166,9 @@ def _render(clip: Clip) -> None:
     write_atomically(clip.path, lambda tmp: sf.write(tmp, samples, SAMPLE_RATE, format="FLAC"))
 
 
-def _render_missing(clips: list[Clip]) -> None:
-    """Render the clips whose FLAC file does not exist yet."""
+def _render_missing(clips: list[Clip], jobs: int) -> None:
+    """Render the clips whose FLAC file does not exist yet, ``jobs`` espeak-ng processes at a
+    time (threads suffice: the work happens outside Python)."""
     missing = [clip for clip in clips if not clip.path.exists()]
     if not missing:
         return
@@ -179,7 +176,7 @@ def _render_missing(clips: list[Clip]) -> None:
     print(f"rendering {len(missing)} clips with espeak-ng")
     for folder in {clip.path.parent for clip in missing}:
         folder.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(WORKERS) as pool:  # list() re-raises the first worker error
+    with ThreadPoolExecutor(jobs) as pool:  # list() re-raises the first worker error
         list(progress(pool.map(_render, missing), total=len(missing), unit="clip", leave=False))
 
 
@@ -214,8 +211,10 @@ def prepare(
     num_dev: int = 40,
     num_test: int = 40,
     seed: int = 0,
+    num_jobs: int | None = None,
 ) -> dict[str, Path]:
-    """Make the smoke corpus in ``out_dir`` and return its cut manifests by split name.
+    """Make the smoke corpus in ``out_dir`` and return its cut manifests by split name,
+    rendering ``num_jobs`` clips at a time (default: the cores this process may use).
 
     Clips already rendered are kept, and nothing is done when all three manifests exist.
     Manifests hold absolute audio paths, so they work from any working directory.
@@ -235,7 +234,7 @@ def prepare(
         print(f"{out_dir}: manifests already exist, nothing to do")
         return manifests
     plan = plan_clips(out_dir, counts, seed)
-    _render_missing([clip for clips in plan.values() for clip in clips])
+    _render_missing([clip for clips in plan.values() for clip in clips], num_jobs or available_cores())
     for split, clips in plan.items():
         cuts = _write_manifest(clips, manifests[split])
         minutes = sum(cut.duration for cut in cuts) / 60
@@ -254,9 +253,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-dev", type=int, default=40, help="development clips")
     parser.add_argument("--num-test", type=int, default=40, help="test clips")
     parser.add_argument("--seed", type=int, default=0, help="seed for sentences and voices")
+    parser.add_argument(
+        "--num-jobs", type=int, help="clips rendered at a time (default: the cores this process may use)"
+    )
     args = parser.parse_args(argv)
     try:
-        prepare(args.out, args.num_train, args.num_dev, args.num_test, args.seed)
+        prepare(args.out, args.num_train, args.num_dev, args.num_test, args.seed, args.num_jobs)
     except PrepareError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -134,7 +134,7 @@ def test_prepare_rerenders_only_missing_clips(corpus):
     lost.unlink()
     manifests["test"].unlink()
     before = flac_mtimes(out_dir)
-    prepare(out_dir, num_train=6, num_dev=2, num_test=2)
+    prepare(out_dir, num_train=6, num_dev=2, num_test=2, num_jobs=1)
     after = flac_mtimes(out_dir)
     assert lost in after
     assert {path: after[path] for path in before} == before
