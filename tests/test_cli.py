@@ -103,7 +103,7 @@ def test_top_checkpoints_keep_the_best_validations_and_average_into_a_model(corp
     assert len(scores) == 4
     kept = sorted((root / "checkpoints").glob("top-step=*.ckpt"))
     assert len(kept) == 2
-    state = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    state = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
     (top,) = [v for k, v in state.items() if k.startswith("TopCheckpoints")]
     assert sorted(map(str, kept)) == sorted(top["best_k_models"])
     assert sorted(float(v) for v in top["best_k_models"].values()) == pytest.approx(sorted(scores)[:2])
