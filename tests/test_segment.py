@@ -67,8 +67,8 @@ def test_a_long_recording_reads_as_its_clips_with_global_times(clips):
     starts = [w.start for w in whole.words]
     assert starts == sorted(starts)
     # Every word is heard inside a clip's speech, timed from the start of the recording: none
-    # lies in a gap, and all but a few start inside a clip (the alignment may put a first letter
-    # early in the pause before it: README's long-audio study has 99.4 % start and end inside).
+    # lies in a gap, and all but a few start inside a clip (README's long-audio study has 99.4 %
+    # start and end inside).
     for word in whole.words:
         assert any(start - 0.15 <= word.end and word.start <= end + 0.15 for start, end in spans), word
     inside = [any(start - 0.15 <= w.start <= end for start, end in spans) for w in whole.words]
