@@ -15,7 +15,12 @@ DATA := data/$(RECIPE)
 EXP := $(or $(shell sed -n 's/^  default_root_dir: *//p' $(CONFIG) 2>/dev/null | tail -n 1),exp/$(RECIPE))
 # INIT=default (the shipped model), or a model file or checkpoint: fine-tune from it.
 INIT ?=
-FIT_ARGS = $(if $(INIT),--model.init_from $(if $(filter default,$(INIT)),$(DEFAULT_MODEL),$(INIT)))
+# SEED=N: the run's seed (weights it initialises, and the data's shuffling, mixing and
+# perturbation). A run fine-tuned from the last one's model needs a new one, or it is shown the
+# same clips in the same order with the same perturbations; the same SEED resumes the same run.
+SEED ?=
+FIT_ARGS = $(if $(INIT),--model.init_from $(if $(filter default,$(INIT)),$(DEFAULT_MODEL),$(INIT))) \
+	$(if $(SEED),--seed_everything $(SEED) --data.seed $(SEED))
 # People's speech (recipes/uqm): the shipped model trains on it (mix.yaml: its clips and their
 # new voices, stage 4) and is scored on it (stage 3's dev_human and test_human).
 HUMAN_CUTS := data/uqm/cuts_test_human.jsonl.gz
@@ -60,7 +65,7 @@ APT_NON_FREE := rhvoice rhvoice-english libttspico-utils libttspico-data festvox
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: RECIPE=$(RECIPE) CONFIG=$(CONFIG) MODEL=$(MODEL) COMPARE=$(COMPARE) DECODERS=$(DECODERS)"
-	@echo "             CORPUS=<downloaded corpus> SIZE=<recipe size, e.g. small> INIT=default|<model>"
+	@echo "             CORPUS=<downloaded corpus> SIZE=<recipe size, e.g. small> INIT=default|<model> SEED=<run seed>"
 
 setup: system $(VENV)/.installed $(BIN)/build_binary ## create .venv and install the package, its pins and dev tools
 

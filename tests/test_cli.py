@@ -55,6 +55,20 @@ def test_print_config_shows_the_model_and_data(capsys):
     assert "rnn_type: lstm" in config and "train_cuts: data/smoke/cuts_train.jsonl.gz" in config
 
 
+def test_make_train_seed_sets_the_runs_and_the_datas_seed(capsys):
+    repo = Path(SMOKE_CONFIG).parents[2]
+    make = ["make", "-n", "--no-print-directory", "train", "RECIPE=smoke", "SEED=7"]
+    out = subprocess.run(make, cwd=repo, capture_output=True, text=True, check=True).stdout
+    (line,) = [line for line in out.splitlines() if " fit " in line]
+    args = line.split(" fit ", 1)[1].rstrip(" \\").split()
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    import yaml
+
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["seed_everything"] == 7 and config["data"]["seed"] == 7
+
+
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory) -> dict:
     """One short epoch through `asr fit`, then `asr export`."""
